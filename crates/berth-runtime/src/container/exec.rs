@@ -1,0 +1,121 @@
+//! `exec`: start another process inside a running container: same namespaces, same cgroup,
+//! and the capabilities, seccomp filter and user its process spec names.
+
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+
+use nix::sys::wait::waitpid;
+use nix::unistd::Pid;
+use oci_spec::runtime::Process;
+
+use crate::state::Status;
+
+use super::create::{recv, unexpected};
+use super::Container;
+use crate::error::{IoContext, Result};
+use crate::init::{exec_process, intermediate, ExecPlan, Intermediate};
+use crate::namespaces::{namespace_path, NamespacePlan};
+use crate::sync::{Channel, Msg};
+use crate::sys::process::{fork, Forked};
+
+/// What to run.
+pub struct ExecOptions {
+    pub process: Process,
+    pub preserve_fds: i32,
+}
+
+/// A started exec process.
+pub struct Executed {
+    /// Its pid in the runtime's pid namespace (a child of the caller).
+    pub pid: i32,
+    pub terminal: Option<OwnedFd>,
+}
+
+impl Container {
+    #[tracing::instrument(name = "exec", skip_all, fields(container.id = %self.state.id))]
+    pub fn exec(&self, opts: ExecOptions) -> Result<Executed> {
+        let status = self.status();
+        if !matches!(status, Status::Running | Status::Created) {
+            return Err(self.wrong_state(status, "exec needs a running container"));
+        }
+        let spec = self.spec()?;
+        crate::process::validate_rlimits(&opts.process)?;
+        let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
+            Some(s) => Some(crate::seccomp::compile(s)?),
+            None => None,
+        };
+        // Join every namespace the container's init is in that differs from ours.
+        let mut ns = NamespacePlan::default();
+        for n in spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
+            let theirs = namespace_path(self.state.pid, n.typ());
+            let ours = namespace_path(std::process::id() as i32, n.typ());
+            let same = match (std::fs::metadata(&theirs), std::fs::metadata(&ours)) {
+                (Ok(a), Ok(b)) => a.ino() == b.ino() && a.dev() == b.dev(),
+                _ => false,
+            };
+            if !same {
+                let f = std::fs::File::open(&theirs).ctx(|| format!("opening {}", theirs.display()))?;
+                ns.join.push((n.typ(), f.into()));
+            }
+        }
+        ns.join.sort_by_key(|(t, _)| match t {
+            oci_spec::runtime::LinuxNamespaceType::User => 0,
+            oci_spec::runtime::LinuxNamespaceType::Mount => 9,
+            _ => 5,
+        });
+        let cgroup = self.cgroup()?;
+
+        let (runtime_end, child_end) = Channel::pair().ctx(|| "creating the sync channel".into())?;
+        let child = match fork().ctx(|| "fork".into())? {
+            Forked::Child => {
+                drop(runtime_end);
+                intermediate(&child_end, &Intermediate { ns: &ns, spec: &spec });
+                exec_process(&child_end, &ExecPlan { process: &opts.process, seccomp: seccomp.as_ref(), preserve_fds: opts.preserve_fds });
+            }
+            Forked::Parent(pid) => pid,
+        };
+        drop(child_end);
+        let chan = runtime_end;
+        let kill = |pid: Pid| {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = waitpid(pid, None);
+        };
+        let result = (|| {
+            cgroup.add_process(child.as_raw())?;
+            chan.send(&Msg::Continue).ctx(|| "sync".into())?;
+            match recv(&chan, "starting the exec process")? {
+                (Msg::InitPid(pid), _) => Ok(Pid::from_raw(pid)),
+                (other, _) => Err(unexpected(other)),
+            }
+        })();
+        let pid = match result {
+            Ok(pid) => pid,
+            Err(e) => {
+                kill(child);
+                return Err(e);
+            }
+        };
+        let _ = waitpid(child, None);
+        let mut terminal = None;
+        let result = (|| {
+            loop {
+                match recv(&chan, "setting up the exec process")? {
+                    (Msg::Terminal, fd) => terminal = fd,
+                    (Msg::Created, _) => break,
+                    (other, _) => return Err(unexpected(other)),
+                }
+            }
+            // The channel closes on a successful execve; an error arrives otherwise.
+            match chan.recv().ctx(|| "waiting for exec".into())? {
+                None => Ok(()),
+                Some((Msg::Error { step, message }, _)) => Err(crate::error::RuntimeError::Init { step, message }),
+                Some((other, _)) => Err(unexpected(other)),
+            }
+        })();
+        if let Err(e) = result {
+            kill(pid);
+            return Err(e);
+        }
+        Ok(Executed { pid: pid.as_raw(), terminal })
+    }
+}
