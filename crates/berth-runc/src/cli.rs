@@ -229,9 +229,10 @@ pub enum Format {
 
 /// Logs go to `--log` (text or JSON lines, as containerd reads them) or stderr.
 pub fn init_logging(cli: &Cli) -> Option<()> {
-    let level = if cli.debug { "debug" } else { "warn" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // A plain level filter: EnvFilter compiles regular expressions, which costs about a
+    // millisecond on every invocation. BERTH_LOG (a level name) overrides --debug.
+    let level = std::env::var("BERTH_LOG").ok().and_then(|l| l.parse::<tracing::Level>().ok()).unwrap_or(if cli.debug { tracing::Level::DEBUG } else { tracing::Level::WARN });
+    let builder = tracing_subscriber::fmt().with_max_level(level);
     match &cli.log {
         Some(path) => {
             let file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok()?;
@@ -242,7 +243,7 @@ pub fn init_logging(cli: &Cli) -> Option<()> {
             }
         }
         // Errors are printed by main; keep stderr for them unless debugging.
-        None => builder.with_writer(std::io::stderr).with_max_level(if cli.debug { tracing::Level::DEBUG } else { tracing::Level::WARN }).init(),
+        None => builder.with_writer(std::io::stderr).init(),
     }
     Some(())
 }

@@ -42,6 +42,9 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
 pub(crate) struct Intermediate<'a> {
     pub ns: &'a NamespacePlan,
     pub spec: &'a Spec,
+    /// Files to write `0` into to join the container's cgroup (see
+    /// `Cgroup::self_join_files`).
+    pub cgroup_files: &'a [std::path::PathBuf],
 }
 
 /// The intermediate child: enter or create the user namespace, join namespaces by path,
@@ -55,6 +58,9 @@ pub(crate) fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
             fail(chan, name, e)
         }
     };
+    // Join the cgroup first, while still fully privileged in the runtime's user namespace;
+    // everything cloned from here on is born in it.
+    step("joining the cgroup", crate::cgroups::join_self(plan.cgroup_files).map_err(RuntimeError::from));
     if plan.ns.new_user {
         step("creating the user namespace", unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "unshare(CLONE_NEWUSER)".to_string()));
         step("waiting for id maps", chan.send(&Msg::MapIds).ctx(|| "sync".to_string()));

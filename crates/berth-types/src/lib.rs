@@ -18,7 +18,7 @@ pub enum ContainerIdError {
     #[error("container id {0:?} is longer than 1024 characters")]
     TooLong(String),
     #[error(
-        "invalid container id {0:?}: use only letters, digits and `_ + - .`, and not `.` or `..`"
+        "invalid container id {0:?}: use only letters, digits and `_ + - .`, and do not start with `.`"
     )]
     InvalidCharacters(String),
 }
@@ -51,7 +51,9 @@ impl FromStr for ContainerId {
         let valid = s
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'+' | b'-' | b'.'));
-        if !valid || s == "." || s == ".." {
+        // A leading dot is refused: runtimes keep their own files (caches) as dot-entries
+        // beside the containers' state directories.
+        if !valid || s.starts_with('.') {
             return Err(ContainerIdError::InvalidCharacters(s.to_owned()));
         }
         Ok(ContainerId(s.to_owned()))
@@ -91,7 +93,7 @@ mod tests {
     #[test]
     fn rejects_paths_and_empty() {
         assert_eq!("".parse::<ContainerId>(), Err(ContainerIdError::Empty));
-        for bad in [".", "..", "a/b", "../x", "a b", "é"] {
+        for bad in [".", "..", ".hidden", "a/b", "../x", "a b", "é"] {
             assert!(matches!(
                 bad.parse::<ContainerId>(),
                 Err(ContainerIdError::InvalidCharacters(_))

@@ -95,6 +95,15 @@ pub struct CgroupPath {
     pub dir: PathBuf,
 }
 
+/// Move the calling process, which must be single-threaded, into the cgroup whose
+/// [`Cgroup::self_join_files`] are given.
+pub fn join_self(files: &[PathBuf]) -> Result<()> {
+    for file in files {
+        fs::write_value(file, "0")?;
+    }
+    Ok(())
+}
+
 /// Tells how cgroups are mounted at `root` (normally [`DEFAULT_MOUNT_ROOT`]) from the
 /// filesystem types: cgroup2 at the root is v2; a tmpfs is v1, or hybrid when
 /// `<root>/unified` is cgroup2.
@@ -234,6 +243,23 @@ impl Cgroup {
         match self {
             Cgroup::V1(cgroup) => cgroup.add_process(pid),
             Cgroup::V2(cgroup) => cgroup.add_process(pid),
+        }
+    }
+
+    /// The files a single-threaded process writes `0` into to move itself into the cgroup
+    /// (see [`join_self`]).
+    ///
+    /// Why not [`Cgroup::add_process`] from the parent: moving *another* process takes the
+    /// kernel's global threadgroup lock, whose write side waits for an RCU grace period
+    /// (about 10 ms, longer than all the rest of a container start). On v1, a thread
+    /// moving itself through `tasks` skips that lock; for a single-threaded process that
+    /// moves the whole process. v2 has no such file outside threaded mode, so there the
+    /// process writes `cgroup.procs`. The unified leaf of a hybrid host holds no
+    /// controller and is not joined.
+    pub fn self_join_files(&self) -> Vec<PathBuf> {
+        match self {
+            Cgroup::V1(cgroup) => cgroup.paths().into_iter().filter(|p| p.name != "unified").map(|p| p.dir.join("tasks")).collect(),
+            Cgroup::V2(cgroup) => cgroup.paths().into_iter().map(|p| p.dir.join("cgroup.procs")).collect(),
         }
     }
 

@@ -99,7 +99,7 @@ impl Runtime {
         crate::rootfs::validate(&spec)?;
         crate::process::validate_rlimits(&process)?;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(crate::seccomp::compile(s)?),
+            Some(s) => Some(crate::seccomp::compile_cached(s, &self.root.join(".seccomp"))?),
             None => None,
         };
         let cgroups_path = match spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
@@ -137,11 +137,12 @@ impl Runtime {
         let state_dir = nix::fcntl::open(&dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
             .ctx(|| format!("opening {}", dir.display()))?;
 
+        let cgroup_files = cgroup.self_join_files();
         let (runtime_end, child_end) = Channel::pair().ctx(|| "creating the sync channel".into())?;
         let child = match fork().ctx(|| "fork".into())? {
             Forked::Child => {
                 drop(runtime_end);
-                intermediate(&child_end, &Intermediate { ns: &ns, spec: &spec });
+                intermediate(&child_end, &Intermediate { ns: &ns, spec: &spec, cgroup_files: &cgroup_files });
                 let plan = InitPlan { spec: &spec, rootfs: &rootfs, ns: &ns, cgroups: &view, seccomp: seccomp.as_ref(), state_dir: &state_dir, preserve_fds };
                 container_init(&child_end, &plan);
             }
@@ -156,7 +157,6 @@ impl Runtime {
             expect(&chan, "creating the user namespace", |m| matches!(m, Msg::MapIds))?;
             crate::namespaces::write_id_maps(child.as_raw(), &spec)?;
         }
-        cgroup.add_process(child.as_raw())?;
         chan.send(&Msg::Continue).ctx(|| "sync".into())?;
         let init_pid = match recv(&chan, "starting the container process")? {
             (Msg::InitPid(pid), _) => Pid::from_raw(pid),

@@ -41,7 +41,7 @@ impl Container {
         let spec = self.spec()?;
         crate::process::validate_rlimits(&opts.process)?;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(crate::seccomp::compile(s)?),
+            Some(s) => Some(crate::seccomp::compile_cached(s, &self.runtime.root.join(".seccomp"))?),
             None => None,
         };
         // Join every namespace the container's init is in that differs from ours.
@@ -63,13 +63,13 @@ impl Container {
             oci_spec::runtime::LinuxNamespaceType::Mount => 9,
             _ => 5,
         });
-        let cgroup = self.cgroup()?;
+        let cgroup_files = self.cgroup()?.self_join_files();
 
         let (runtime_end, child_end) = Channel::pair().ctx(|| "creating the sync channel".into())?;
         let child = match fork().ctx(|| "fork".into())? {
             Forked::Child => {
                 drop(runtime_end);
-                intermediate(&child_end, &Intermediate { ns: &ns, spec: &spec });
+                intermediate(&child_end, &Intermediate { ns: &ns, spec: &spec, cgroup_files: &cgroup_files });
                 exec_process(&child_end, &ExecPlan { process: &opts.process, seccomp: seccomp.as_ref(), preserve_fds: opts.preserve_fds });
             }
             Forked::Parent(pid) => pid,
@@ -81,7 +81,6 @@ impl Container {
             let _ = waitpid(pid, None);
         };
         let result = (|| {
-            cgroup.add_process(child.as_raw())?;
             chan.send(&Msg::Continue).ctx(|| "sync".into())?;
             match recv(&chan, "starting the exec process")? {
                 (Msg::InitPid(pid), _) => Ok(Pid::from_raw(pid)),

@@ -169,20 +169,21 @@ impl KernelVersion {
     }
 }
 
-/// One side of a rule's condition. In `include` every listed item must hold; in `exclude` any
-/// single item is enough to drop the rule. Empty lists impose nothing.
+/// What a rule needs to apply: every listed capability, one of the listed architectures and
+/// at least the given kernel. Empty lists and `None` impose nothing.
 #[derive(Clone, Copy)]
-struct Condition {
+struct Requirements {
     caps: &'static [Capability],
     arches: &'static [HostArch],
     min_kernel: Option<KernelVersion>,
 }
 
-const NONE: Condition = Condition {
-    caps: &[],
-    arches: &[],
-    min_kernel: None,
-};
+/// What keeps a rule out: any one of the listed capabilities or architectures.
+#[derive(Clone, Copy)]
+struct Exclusions {
+    caps: &'static [Capability],
+    arches: &'static [HostArch],
+}
 
 /// One argument comparison, as it appears in the OCI spec.
 #[derive(Clone, Copy)]
@@ -204,8 +205,8 @@ struct Rule {
     names: &'static [&'static str],
     action: RuleAction,
     arg: Option<ArgCheck>,
-    include: Condition,
-    exclude: Condition,
+    include: Requirements,
+    exclude: Exclusions,
 }
 
 impl Rule {
@@ -214,9 +215,22 @@ impl Rule {
             names,
             action: RuleAction::Allow,
             arg: None,
-            include: NONE,
-            exclude: NONE,
+            include: Requirements {
+                caps: &[],
+                arches: &[],
+                min_kernel: None,
+            },
+            exclude: Exclusions {
+                caps: &[],
+                arches: &[],
+            },
         }
+    }
+
+    const fn fail(names: &'static [&'static str], errno: u32) -> Self {
+        let mut rule = Self::allow(names);
+        rule.action = RuleAction::Errno(errno);
+        rule
     }
 
     const fn allow_if(
@@ -253,15 +267,26 @@ impl Rule {
         self
     }
 
+    const fn since_kernel(mut self, major: u32, minor: u32) -> Self {
+        self.include.min_kernel = Some(KernelVersion { major, minor });
+        self
+    }
+
+    const fn unless_cap(mut self, caps: &'static [Capability]) -> Self {
+        self.exclude.caps = caps;
+        self
+    }
+
+    const fn unless_arch(mut self, arches: &'static [HostArch]) -> Self {
+        self.exclude.arches = arches;
+        self
+    }
+
     /// Whether the rule belongs in the profile of a container with `caps` (its bounding set)
     /// on a host of architecture `arch` running kernel `kernel`.
     fn applies(&self, caps: &[Capability], arch: HostArch, kernel: Option<KernelVersion>) -> bool {
         let excluded = self.exclude.arches.contains(&arch)
-            || self.exclude.caps.iter().any(|cap| caps.contains(cap))
-            || self
-                .exclude
-                .min_kernel
-                .is_some_and(|min| kernel.is_some_and(|running| running >= min));
+            || self.exclude.caps.iter().any(|cap| caps.contains(cap));
         let included = (self.include.arches.is_empty() || self.include.arches.contains(&arch))
             && self.include.caps.iter().all(|cap| caps.contains(cap))
             && self
@@ -303,7 +328,7 @@ impl Rule {
 
 /// The namespace flags an unprivileged `clone` may not carry: creating namespaces is what
 /// CAP_SYS_ADMIN guards, and new user namespaces are a large kernel attack surface.
-pub(crate) const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
+const CLONE_NAMESPACE_FLAGS: u64 = (libc::CLONE_NEWNS
     | libc::CLONE_NEWUTS
     | libc::CLONE_NEWIPC
     | libc::CLONE_NEWUSER
@@ -330,13 +355,7 @@ const RULES: &[Rule] = {
     &[
         Rule::allow(ALWAYS_ALLOWED),
         // Before 4.8 ptrace could rewrite a syscall after seccomp had checked it.
-        Rule {
-            include: Condition {
-                min_kernel: Some(KernelVersion { major: 4, minor: 8 }),
-                ..NONE
-            },
-            ..Rule::allow(&["process_vm_readv", "process_vm_writev", "ptrace"])
-        },
+        Rule::allow(&["process_vm_readv", "process_vm_writev", "ptrace"]).since_kernel(4, 8),
         Rule::allow_if(&["socket"], Op::ScmpCmpLt, libc::AF_ALG as u64),
         Rule::allow_if(&["socket"], Op::ScmpCmpEq, libc::AF_ALG as u64 + 1),
         Rule::allow_if(&["socket"], Op::ScmpCmpGt, libc::AF_VSOCK as u64),
@@ -395,34 +414,18 @@ const RULES: &[Rule] = {
         ])
         .needs(&[Cap::SysAdmin]),
         // Without CAP_SYS_ADMIN, clone may create threads and processes but no namespaces.
-        Rule {
-            exclude: Condition {
-                caps: &[Cap::SysAdmin],
-                arches: &[A::S390x],
-                min_kernel: None,
-            },
-            ..Rule::allow(&["clone"]).with_arg(0, Op::ScmpCmpMaskedEq, CLONE_NAMESPACE_FLAGS, 0)
-        },
+        Rule::allow(&["clone"])
+            .with_arg(0, Op::ScmpCmpMaskedEq, CLONE_NAMESPACE_FLAGS, 0)
+            .unless_cap(&[Cap::SysAdmin])
+            .unless_arch(&[A::S390x]),
         // s390 passes clone's flags as the second argument.
-        Rule {
-            exclude: Condition {
-                caps: &[Cap::SysAdmin],
-                ..NONE
-            },
-            ..Rule::allow(&["clone"])
-                .with_arg(1, Op::ScmpCmpMaskedEq, CLONE_NAMESPACE_FLAGS, 0)
-                .on_arches(&[A::S390x])
-        },
+        Rule::allow(&["clone"])
+            .with_arg(1, Op::ScmpCmpMaskedEq, CLONE_NAMESPACE_FLAGS, 0)
+            .on_arches(&[A::S390x])
+            .unless_cap(&[Cap::SysAdmin]),
         // clone3 passes its flags in memory, where seccomp cannot look, so it cannot get the
         // rule clone has. ENOSYS rather than EPERM makes libc fall back to clone.
-        Rule {
-            action: RuleAction::Errno(ENOSYS),
-            exclude: Condition {
-                caps: &[Cap::SysAdmin],
-                ..NONE
-            },
-            ..Rule::allow(&["clone3"])
-        },
+        Rule::fail(&["clone3"], ENOSYS).unless_cap(&[Cap::SysAdmin]),
         Rule::allow(&["reboot"]).needs(&[Cap::SysBoot]),
         Rule::allow(&["chroot"]).needs(&[Cap::SysChroot]),
         Rule::allow(&["delete_module", "init_module", "finit_module"]).needs(&[Cap::SysModule]),

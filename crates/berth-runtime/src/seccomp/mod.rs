@@ -9,12 +9,13 @@
 //! syscall numbering of every listed architecture and the multiplexed 32-bit syscalls are all
 //! libseccomp's. [`compile`] runs in the parent, before the container's process is forked,
 //! and yields plain classic-BPF instructions ([`SeccompProgram`]). The child then only has to
-//! hand those bytes to the kernel with [`crate::sys::seccomp::load`], which allocates nothing and is therefore safe
+//! hand those bytes to the kernel with [`load`], which allocates nothing and is therefore safe
 //! to call between `fork` and `execve`, where libseccomp (which allocates) is not.
 //!
 //! Like runc, [`compile`] skips syscall names that the installed libseccomp does not know,
 //! so one profile serves hosts of different ages.
 
+mod cache;
 mod default_profile;
 
 
@@ -29,11 +30,12 @@ use libseccomp::{
 };
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
-    LinuxSeccompOperator,
+    LinuxSeccompOperator, LinuxSyscall,
 };
 
+pub use cache::compile_cached;
 pub use default_profile::docker_default;
-
+pub use crate::sys::seccomp::load;
 
 /// The errno a filter returns when the spec asks for SCMP_ACT_ERRNO without saying which.
 /// EPERM is what runc and crun use.
@@ -49,7 +51,7 @@ const FLAG_TSYNC: u32 = libc::SECCOMP_FILTER_FLAG_TSYNC as u32;
 const FLAG_LOG: u32 = libc::SECCOMP_FILTER_FLAG_LOG as u32;
 const FLAG_SPEC_ALLOW: u32 = libc::SECCOMP_FILTER_FLAG_SPEC_ALLOW as u32;
 
-/// A compiled seccomp filter, ready for [`crate::sys::seccomp::load`].
+/// A compiled seccomp filter, ready for [`load`].
 #[derive(Clone)]
 pub struct SeccompProgram {
     instructions: Vec<libc::sock_filter>,
@@ -185,7 +187,7 @@ impl RuleLocation {
 }
 
 /// A `linux.seccomp.syscalls[]` entry after validation.
-struct Rule<'a> {
+struct CheckedRule<'a> {
     names: &'a [String],
     action: ScmpAction,
     /// Each inner list becomes one libseccomp rule per syscall; the syscall matches if any of
@@ -205,25 +207,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
         seccomp.default_errno_ret(),
         RuleLocation::Default,
     )?;
-    let syscalls = seccomp.syscalls().as_deref().unwrap_or_default();
-    let rules = syscalls
-        .iter()
-        .enumerate()
-        .map(|(index, syscall)| {
-            if syscall.names().is_empty() {
-                return Err(SeccompError::NoSyscallNames { rule: index });
-            }
-            Ok(Rule {
-                names: syscall.names(),
-                action: action(
-                    syscall.action(),
-                    syscall.errno_ret(),
-                    RuleLocation::Syscall(index),
-                )?,
-                conditions: conditions(index, syscall.args().as_deref().unwrap_or_default())?,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let rules = check_rules(seccomp.syscalls().as_deref().unwrap_or_default())?;
 
     let mut filter = ScmpFilterContext::new(default_action)
         .map_err(|source| SeccompError::CreateFilter { source })?;
@@ -237,6 +221,46 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
                 source,
             })?;
     }
+    add_rules(&mut filter, &rules, default_action)?;
+
+    let instructions = parse_instructions(&export(&filter)?)?;
+    tracing::debug!(
+        instructions = instructions.len(),
+        flags,
+        "compiled seccomp filter"
+    );
+    Ok(SeccompProgram {
+        instructions,
+        flags,
+    })
+}
+
+fn check_rules(syscalls: &[LinuxSyscall]) -> Result<Vec<CheckedRule<'_>>, SeccompError> {
+    syscalls
+        .iter()
+        .enumerate()
+        .map(|(index, syscall)| {
+            if syscall.names().is_empty() {
+                return Err(SeccompError::NoSyscallNames { rule: index });
+            }
+            Ok(CheckedRule {
+                names: syscall.names(),
+                action: action(
+                    syscall.action(),
+                    syscall.errno_ret(),
+                    RuleLocation::Syscall(index),
+                )?,
+                conditions: conditions(index, syscall.args().as_deref().unwrap_or_default())?,
+            })
+        })
+        .collect()
+}
+
+fn add_rules(
+    filter: &mut ScmpFilterContext,
+    rules: &[CheckedRule<'_>],
+    default_action: ScmpAction,
+) -> Result<(), SeccompError> {
     for (index, rule) in rules.iter().enumerate() {
         // libseccomp refuses rules whose action is the default one; they change nothing.
         if rule.action == default_action {
@@ -266,17 +290,7 @@ pub fn compile(seccomp: &LinuxSeccomp) -> Result<SeccompProgram, SeccompError> {
             }
         }
     }
-
-    let instructions = parse_instructions(&export(&filter)?)?;
-    tracing::debug!(
-        instructions = instructions.len(),
-        flags,
-        "compiled seccomp filter"
-    );
-    Ok(SeccompProgram {
-        instructions,
-        flags,
-    })
+    Ok(())
 }
 
 fn filter_flags(flags: &[LinuxSeccompFilterFlag]) -> Result<u32, SeccompError> {

@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use libseccomp::{ScmpAction, ScmpArgCompare, ScmpCompareOp};
 use oci_spec::runtime::{
-    Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
-    LinuxSeccompOperator, LinuxSyscall,
+    Arch, Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompArgBuilder,
+    LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall,
 };
 
 use super::*;
@@ -24,12 +24,16 @@ fn arg(
     value: u64,
     value_two: Option<u64>,
 ) -> LinuxSeccompArg {
-    let mut arg = LinuxSeccompArg::default();
-    arg.set_index(index);
-    arg.set_op(op);
-    arg.set_value(value);
-    arg.set_value_two(value_two);
-    arg
+    let builder = LinuxSeccompArgBuilder::default()
+        .index(index)
+        .op(op)
+        .value(value);
+    match value_two {
+        Some(value_two) => builder.value_two(value_two),
+        None => builder,
+    }
+    .build()
+    .expect("every field has a default")
 }
 
 fn spec(default_action: LinuxSeccompAction, syscalls: Vec<LinuxSyscall>) -> LinuxSeccomp {

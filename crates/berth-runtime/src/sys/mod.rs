@@ -3,7 +3,7 @@
 //! Every `unsafe` block of berth-runtime lives under this module, each with a `SAFETY:`
 //! comment. Everything else in the crate calls these functions or `nix`'s safe wrappers.
 
-pub mod cloned_binary;
+pub mod exe_protection;
 pub mod fd;
 pub mod openat2;
 pub mod process;

@@ -4,7 +4,7 @@
 //! other threads, the child of `fork` may only call async-signal-safe functions, because a
 //! lock another thread held at the time of the fork (malloc's, for one) stays locked forever
 //! in the child. So everything that allocates, libseccomp included, happens in the parent
-//! ([`super::compile`]), and this file only passes the finished instructions to the kernel.
+//! ([`crate::seccomp::compile`]), and this file only passes the finished instructions to the kernel.
 
 use std::io;
 
@@ -65,10 +65,10 @@ mod tests {
 
     use nix::sys::signal::Signal;
     use nix::sys::wait::{waitpid, WaitStatus};
-    use nix::unistd::{fork, geteuid, ForkResult};
+    use nix::unistd::{fork, ForkResult};
     use oci_spec::runtime::{
-        Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArg, LinuxSeccompFilterFlag,
-        LinuxSeccompOperator, LinuxSyscall,
+        Capability, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder,
+        LinuxSeccompFilterFlag, LinuxSeccompOperator, LinuxSyscall,
     };
 
     use super::load;
@@ -99,10 +99,9 @@ mod tests {
     const MARKER_ERRNO: u32 = 222;
 
     fn require_root() {
-        assert!(
-            geteuid().is_root(),
-            "seccomp kernel tests must run as root (cargo test as root)"
-        );
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let euid = unsafe { libc::geteuid() };
+        assert_eq!(euid, 0, "seccomp kernel tests must run as root");
     }
 
     /// Forks; the child loads `program`, runs `probe` and exits with its result.
@@ -443,11 +442,14 @@ mod tests {
         );
     }
 
+    /// An argument check: index, operator, value, valueTwo.
+    type ArgCheck = (usize, LinuxSeccompOperator, u64, u64);
+
     /// A filter that allows everything but answers `getpgid` with `action` when `args` match.
     fn getpgid_filter(
         action: LinuxSeccompAction,
         errno_ret: Option<u32>,
-        args: &[(usize, LinuxSeccompOperator, u64, u64)],
+        args: &[ArgCheck],
     ) -> LinuxSeccomp {
         let mut rule = LinuxSyscall::default();
         rule.set_names(vec!["getpgid".to_owned()]);
@@ -457,12 +459,13 @@ mod tests {
             rule.set_args(Some(
                 args.iter()
                     .map(|&(index, op, value, value_two)| {
-                        let mut arg = LinuxSeccompArg::default();
-                        arg.set_index(index);
-                        arg.set_op(op);
-                        arg.set_value(value);
-                        arg.set_value_two(Some(value_two));
-                        arg
+                        LinuxSeccompArgBuilder::default()
+                            .index(index)
+                            .op(op)
+                            .value(value)
+                            .value_two(value_two)
+                            .build()
+                            .expect("every field has a default")
                     })
                     .collect(),
             ));
@@ -545,7 +548,7 @@ mod tests {
     fn argument_comparisons_match_the_spec() {
         use LinuxSeccompOperator::*;
         require_root();
-        let cases: &[(&[(usize, LinuxSeccompOperator, u64, u64)], &[libc::c_long])] = &[
+        let cases: &[(&[ArgCheck], &[libc::c_long])] = &[
             (&[(0, ScmpCmpNe, 5, 0)], &[3, 4, 6, 7]),
             (&[(0, ScmpCmpLt, 5, 0)], &[3, 4]),
             (&[(0, ScmpCmpLe, 5, 0)], &[3, 4, 5]),
