@@ -131,7 +131,14 @@ impl Runtime {
         }
         let view = cgroup_view(mode, cgroup, ns.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP));
 
-        nix::unistd::mkfifo(&dir.join(EXEC_FIFO), Mode::from_bits_truncate(0o600)).ctx(|| "creating exec.fifo".into())?;
+        let fifo = dir.join(EXEC_FIFO);
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).ctx(|| "creating exec.fifo".into())?;
+        // In a user namespace, init is the mapped root: it must be able to reach and open
+        // the fifo (as runc arranges it too).
+        if let Some((uid, gid)) = mapped_root(&spec) {
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).ctx(|| format!("chmod {}", dir.display()))?;
+            nix::unistd::chown(&fifo, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid))).ctx(|| "chown exec.fifo".into())?;
+        }
         let config = serde_json::to_vec(&spec).map_err(std::io::Error::other).ctx(|| "encoding the spec".into())?;
         write_atomic(&dir.join(CONFIG_FILE), &config)?;
         let state_dir = nix::fcntl::open(&dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
@@ -203,6 +210,15 @@ impl Runtime {
         drop(cleanup);
         Ok(Created { container: Container { runtime: self.clone(), dir, state }, terminal, channel: chan })
     }
+}
+
+/// The host uid and gid that container root maps to, when the spec has a user namespace.
+fn mapped_root(spec: &Spec) -> Option<(u32, u32)> {
+    let linux = spec.linux().as_ref()?;
+    let find = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter().flatten().find(|m| m.container_id() == 0).map(|m| m.host_id())
+    };
+    Some((find(linux.uid_mappings())?, find(linux.gid_mappings())?))
 }
 
 fn cgroup_view(mode: CgroupMode, cgroup: &Cgroup, has_cgroupns: bool) -> CgroupView {
