@@ -5,10 +5,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "berth-runc", version, about = "An OCI runtime (runc-compatible command line) built on berth-runtime")]
+#[command(
+    name = "berth-runc",
+    version,
+    about = "An OCI runtime (runc-compatible command line) built on berth-runtime"
+)]
 pub struct Cli {
     /// Directory for the containers' state
-    #[arg(long, global = true, default_value = "/run/berth-runc", env = "BERTH_RUNC_ROOT")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/run/berth-runc",
+        env = "BERTH_RUNC_ROOT"
+    )]
     pub root: PathBuf,
     /// Write log messages to this file instead of stderr
     #[arg(long, global = true)]
@@ -231,12 +240,25 @@ pub enum Format {
 pub fn init_logging(cli: &Cli) -> Option<()> {
     // A plain level filter: EnvFilter compiles regular expressions, which costs about a
     // millisecond on every invocation. BERTH_LOG (a level name) overrides --debug.
-    let level = std::env::var("BERTH_LOG").ok().and_then(|l| l.parse::<tracing::Level>().ok()).unwrap_or(if cli.debug { tracing::Level::DEBUG } else { tracing::Level::WARN });
+    let level = std::env::var("BERTH_LOG")
+        .ok()
+        .and_then(|l| l.parse::<tracing::Level>().ok())
+        .unwrap_or(if cli.debug {
+            tracing::Level::DEBUG
+        } else {
+            tracing::Level::WARN
+        });
     let builder = tracing_subscriber::fmt().with_max_level(level);
     match &cli.log {
         Some(path) => {
-            let file = std::fs::OpenOptions::new().create(true).append(true).open(path).ok()?;
-            let builder = builder.with_writer(std::sync::Mutex::new(file)).with_ansi(false);
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()?;
+            let builder = builder
+                .with_writer(std::sync::Mutex::new(file))
+                .with_ansi(false);
             match cli.log_format {
                 LogFormat::Json => builder.json().init(),
                 LogFormat::Text => builder.init(),

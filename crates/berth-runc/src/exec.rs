@@ -15,14 +15,19 @@ pub fn exec(runtime: &Runtime, a: ExecArgs) -> Result<i32> {
     let container = runtime.load(&id)?;
     let process = match &a.process {
         Some(path) => {
-            let text = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-            serde_json::from_slice::<Process>(&text).with_context(|| format!("parsing {}", path.display()))?
+            let text =
+                std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+            serde_json::from_slice::<Process>(&text)
+                .with_context(|| format!("parsing {}", path.display()))?
         }
         None => build_process(&container, &a)?,
     };
     let tty = process.terminal().unwrap_or(false);
     let executed = container
-        .exec(ExecOptions { process, preserve_fds: a.preserve_fds })
+        .exec(ExecOptions {
+            process,
+            preserve_fds: a.preserve_fds,
+        })
         .with_context(|| format!("exec in container {id}"))?;
     if let Some(path) = &a.pid_file {
         write_pid_file(path, executed.pid)?;
@@ -79,14 +84,21 @@ fn build_process(container: &berth_runtime::Container, a: &ExecArgs) -> Result<P
     if !a.cap.is_empty() {
         let mut caps = p.capabilities().clone().unwrap_or_default();
         for name in &a.cap {
-            let cap: Capability = serde_json::from_value(serde_json::Value::String(name.to_ascii_uppercase()))
-                .with_context(|| format!("unknown capability {name:?}: use a name such as CAP_NET_ADMIN"))?;
+            let cap: Capability =
+                serde_json::from_value(serde_json::Value::String(name.to_ascii_uppercase()))
+                    .with_context(|| {
+                        format!("unknown capability {name:?}: use a name such as CAP_NET_ADMIN")
+                    })?;
             let add = |s: &Option<oci_spec::runtime::Capabilities>| {
                 let mut s = s.clone().unwrap_or_default();
                 s.insert(cap);
                 Some(s)
             };
-            let (b, e, pm) = (add(caps.bounding()), add(caps.effective()), add(caps.permitted()));
+            let (b, e, pm) = (
+                add(caps.bounding()),
+                add(caps.effective()),
+                add(caps.permitted()),
+            );
             caps.set_bounding(b).set_effective(e).set_permitted(pm);
         }
         p.set_capabilities(Some(caps));

@@ -47,7 +47,9 @@ pub fn list(runtime: &Runtime, a: ListArgs) -> Result<()> {
             println!("{}", serde_json::to_string(&all)?);
         }
         Format::Table => {
-            let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"].map(String::from).to_vec()];
+            let mut rows = vec![["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"]
+                .map(String::from)
+                .to_vec()];
             for c in &containers {
                 let s = c.oci_state();
                 rows.push(vec![
@@ -56,7 +58,11 @@ pub fn list(runtime: &Runtime, a: ListArgs) -> Result<()> {
                     s["status"].as_str().unwrap_or_default().to_owned(),
                     c.state().bundle.display().to_string(),
                     s["created"].as_str().unwrap_or_default().to_owned(),
-                    if c.state().owner.is_empty() { "root".into() } else { c.state().owner.clone() },
+                    if c.state().owner.is_empty() {
+                        "root".into()
+                    } else {
+                        c.state().owner.clone()
+                    },
                 ]);
             }
             std::io::stdout().write_all(tabulate(&rows).as_bytes())?;
@@ -73,10 +79,21 @@ pub fn ps(runtime: &Runtime, a: PsArgs) -> Result<i32> {
         println!("{}", serde_json::to_string(&pids)?);
         return Ok(0);
     }
-    let args = if a.ps_args.is_empty() { vec!["-ef".to_owned()] } else { a.ps_args.clone() };
-    let out = Command::new("ps").args(&args).output().context("running ps")?;
+    let args = if a.ps_args.is_empty() {
+        vec!["-ef".to_owned()]
+    } else {
+        a.ps_args.clone()
+    };
+    let out = Command::new("ps")
+        .args(&args)
+        .output()
+        .context("running ps")?;
     if !out.status.success() {
-        bail!("ps {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ps {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let mut lines = text.lines();
@@ -86,7 +103,11 @@ pub fn ps(runtime: &Runtime, a: PsArgs) -> Result<i32> {
     };
     println!("{header}");
     for line in lines {
-        if let Some(pid) = line.split_whitespace().nth(col).and_then(|p| p.parse::<i32>().ok()) {
+        if let Some(pid) = line
+            .split_whitespace()
+            .nth(col)
+            .and_then(|p| p.parse::<i32>().ok())
+        {
             if pids.contains(&pid) {
                 println!("{line}");
             }
@@ -101,7 +122,10 @@ pub fn spec(a: SpecArgs) -> Result<()> {
         bail!("File {} exists. Remove it first", path.display());
     }
     let spec = if a.rootless {
-        Spec::rootless(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())
+        Spec::rootless(
+            nix::unistd::getuid().as_raw(),
+            nix::unistd::getgid().as_raw(),
+        )
     } else {
         let mut s = Spec::default();
         if let Some(p) = s.process_mut() {
@@ -121,7 +145,10 @@ pub fn events(runtime: &Runtime, a: EventsArgs) -> Result<()> {
         bail!("only `events --stats` is supported");
     }
     let stats = c.stats()?;
-    println!("{}", serde_json::json!({"type": "stats", "id": id, "data": stats}));
+    println!(
+        "{}",
+        serde_json::json!({"type": "stats", "id": id, "data": stats})
+    );
     Ok(())
 }
 
@@ -138,6 +165,9 @@ mod tests {
         let t = tabulate(&rows);
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], format!("{:<22}{:<12}STATUS", "ID", "PID"));
-        assert_eq!(lines[1], format!("{:<22}{:<12}running", "a-long-container-id", "42"));
+        assert_eq!(
+            lines[1],
+            format!("{:<22}{:<12}running", "a-long-container-id", "42")
+        );
     }
 }

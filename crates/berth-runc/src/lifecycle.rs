@@ -22,9 +22,18 @@ pub fn create(runtime: &Runtime, a: CreateArgs) -> Result<berth_runtime::Created
     let id = parse_id(&a.id)?;
     let config = a.bundle.join("config.json");
     let spec = Spec::load(&config).with_context(|| format!("loading {}", config.display()))?;
-    let terminal = spec.process().as_ref().and_then(|p| p.terminal()).unwrap_or(false);
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
     let created = runtime
-        .create(CreateOptions { id: id.clone(), bundle: a.bundle.clone(), spec, preserve_fds: a.preserve_fds })
+        .create(CreateOptions {
+            id: id.clone(),
+            bundle: a.bundle.clone(),
+            spec,
+            preserve_fds: a.preserve_fds,
+        })
         .with_context(|| format!("creating container {id}"))?;
     if let Some(path) = &a.pid_file {
         write_pid_file(path, created.container.pid())?;
@@ -49,7 +58,9 @@ pub fn run(runtime: &Runtime, a: RunArgs) -> Result<i32> {
             bail!("cannot allocate a terminal in detached mode without --console-socket");
         }
         container.start()?;
-        created.wait_for_exec().with_context(|| format!("starting container {id}"))?;
+        created
+            .wait_for_exec()
+            .with_context(|| format!("starting container {id}"))?;
         return Ok(0);
     }
     let proxy = match (&created.terminal, foreground_tty) {
@@ -59,7 +70,9 @@ pub fn run(runtime: &Runtime, a: RunArgs) -> Result<i32> {
     let signals = terminal::block_forwarded_signals()?;
     let start = container.start().and_then(|_| created.wait_for_exec());
     let code = match start {
-        Ok(()) => terminal::forward_until_exit(container.pid(), &signals, created.terminal.as_ref())?,
+        Ok(()) => {
+            terminal::forward_until_exit(container.pid(), &signals, created.terminal.as_ref())?
+        }
         Err(e) => {
             terminal::unblock(&signals);
             let _ = runtime.load(&id).map(|c| c.delete(true));
@@ -71,14 +84,20 @@ pub fn run(runtime: &Runtime, a: RunArgs) -> Result<i32> {
         p.finish();
     }
     if !a.keep {
-        runtime.load(&id)?.delete(true).with_context(|| format!("deleting container {id}"))?;
+        runtime
+            .load(&id)?
+            .delete(true)
+            .with_context(|| format!("deleting container {id}"))?;
     }
     Ok(code)
 }
 
 pub fn start(runtime: &Runtime, id: &str) -> Result<()> {
     let id = parse_id(id)?;
-    runtime.load(&id)?.start().with_context(|| format!("starting container {id}"))
+    runtime
+        .load(&id)?
+        .start()
+        .with_context(|| format!("starting container {id}"))
 }
 
 pub fn state(runtime: &Runtime, id: &str) -> Result<()> {
@@ -98,20 +117,31 @@ pub fn parse_signal(s: &str) -> Result<Signal> {
         return Signal::try_from(n).with_context(|| format!("unknown signal {s:?}"));
     }
     let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
-    name.parse::<Signal>().with_context(|| format!("unknown signal {s:?}: use a name such as TERM or KILL, or a number"))
+    let name = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    name.parse::<Signal>().with_context(|| {
+        format!("unknown signal {s:?}: use a name such as TERM or KILL, or a number")
+    })
 }
 
 pub fn kill(runtime: &Runtime, a: KillArgs) -> Result<()> {
     let id = parse_id(&a.id)?;
     let sig = parse_signal(&a.signal)?;
-    runtime.load(&id)?.kill(sig, a.all).with_context(|| format!("signalling container {id}"))
+    runtime
+        .load(&id)?
+        .kill(sig, a.all)
+        .with_context(|| format!("signalling container {id}"))
 }
 
 pub fn delete(runtime: &Runtime, a: DeleteArgs) -> Result<()> {
     let id = parse_id(&a.id)?;
     match runtime.load(&id) {
-        Ok(c) => c.delete(a.force).with_context(|| format!("deleting container {id}")),
+        Ok(c) => c
+            .delete(a.force)
+            .with_context(|| format!("deleting container {id}")),
         // runc: deleting a missing container with --force succeeds.
         Err(berth_runtime::RuntimeError::NotFound(_)) if a.force => Ok(()),
         Err(e) => Err(e.into()),
@@ -120,12 +150,18 @@ pub fn delete(runtime: &Runtime, a: DeleteArgs) -> Result<()> {
 
 pub fn pause(runtime: &Runtime, id: &str) -> Result<()> {
     let id = parse_id(id)?;
-    runtime.load(&id)?.pause().with_context(|| format!("pausing container {id}"))
+    runtime
+        .load(&id)?
+        .pause()
+        .with_context(|| format!("pausing container {id}"))
 }
 
 pub fn resume(runtime: &Runtime, id: &str) -> Result<()> {
     let id = parse_id(id)?;
-    runtime.load(&id)?.resume().with_context(|| format!("resuming container {id}"))
+    runtime
+        .load(&id)?
+        .resume()
+        .with_context(|| format!("resuming container {id}"))
 }
 
 /// Write a pid file atomically (callers poll for it).

@@ -20,7 +20,10 @@ fn main() {
     let cli = Cli::parse();
     // Processes that enter a container re-execute through a read-only view of this binary
     // first (CVE-2019-5736): the container can never write the file on the host.
-    if matches!(cli.command, Command::Create(_) | Command::Run(_) | Command::Exec(_)) {
+    if matches!(
+        cli.command,
+        Command::Create(_) | Command::Run(_) | Command::Exec(_)
+    ) {
         if let Err(e) = berth_runtime::sys::exe_protection::ensure_protected() {
             eprintln!("berth-runc: cannot protect the runtime binary (CVE-2019-5736): {e}");
             std::process::exit(1);

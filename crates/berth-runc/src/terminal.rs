@@ -17,11 +17,18 @@ use nix::unistd::Pid;
 /// Send the master side over `--console-socket`, as runc does (containerd's recvtty and
 /// podman's conmon read it from there).
 pub fn send_to_console_socket(path: &Path, master: &OwnedFd) -> Result<()> {
-    let sock = UnixStream::connect(path).with_context(|| format!("connecting to console socket {}", path.display()))?;
+    let sock = UnixStream::connect(path)
+        .with_context(|| format!("connecting to console socket {}", path.display()))?;
     let name = b"/dev/ptmx";
     let fds = [master.as_raw_fd()];
-    sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(name)], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
-        .with_context(|| format!("sending the terminal to {}", path.display()))?;
+    sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(name)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .with_context(|| format!("sending the terminal to {}", path.display()))?;
     Ok(())
 }
 
@@ -37,7 +44,8 @@ impl Proxy {
         if let Some(t) = &saved {
             let mut raw = t.clone();
             termios::cfmakeraw(&mut raw);
-            termios::tcsetattr(stdin.as_fd(), termios::SetArg::TCSANOW, &raw).context("putting the terminal in raw mode")?;
+            termios::tcsetattr(stdin.as_fd(), termios::SetArg::TCSANOW, &raw)
+                .context("putting the terminal in raw mode")?;
             if let Ok((rows, cols)) = berth_runtime::sys::tty::window_size(stdin.as_fd()) {
                 let _ = berth_runtime::sys::tty::set_window_size(master.as_fd(), rows, cols);
             }
@@ -96,7 +104,8 @@ pub fn block_forwarded_signals() -> Result<SigSet> {
     for s in FORWARDED {
         set.add(s);
     }
-    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None).context("blocking signals")?;
+    nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)
+        .context("blocking signals")?;
     Ok(set)
 }
 
@@ -132,7 +141,9 @@ pub fn forward_until_exit(pid: i32, set: &SigSet, master: Option<&OwnedFd>) -> R
             Signal::SIGCHLD => {}
             Signal::SIGWINCH => {
                 if let Some(m) = master {
-                    if let Ok((rows, cols)) = berth_runtime::sys::tty::window_size(std::io::stdin().as_fd()) {
+                    if let Ok((rows, cols)) =
+                        berth_runtime::sys::tty::window_size(std::io::stdin().as_fd())
+                    {
                         let _ = berth_runtime::sys::tty::set_window_size(m.as_fd(), rows, cols);
                     }
                 }

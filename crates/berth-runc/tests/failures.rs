@@ -12,7 +12,11 @@ use support::*;
 #[track_caller]
 fn fails_cleanly(b: &Bundle, expect: &[&str]) {
     let o = b.run();
-    assert!(!o.status.success(), "the bad spec was accepted: {}", stdout(&o));
+    assert!(
+        !o.status.success(),
+        "the bad spec was accepted: {}",
+        stdout(&o)
+    );
     let err = stderr(&o);
     if is_berth() {
         for word in expect {
@@ -26,7 +30,10 @@ fn fails_cleanly(b: &Bundle, expect: &[&str]) {
 #[test]
 fn missing_program() {
     let b = Bundle::new(&["no-such-program"]);
-    fails_cleanly(&b, &["no-such-program", "executable file not found in $PATH"]);
+    fails_cleanly(
+        &b,
+        &["no-such-program", "executable file not found in $PATH"],
+    );
 }
 
 #[test]
@@ -43,7 +50,10 @@ fn relative_mount_destination() {
         return;
     }
     let mut b = Bundle::new(&["true"]);
-    b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "data", "type": "tmpfs", "source": "tmpfs"}));
+    b.spec["mounts"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"destination": "data", "type": "tmpfs", "source": "tmpfs"}));
     fails_cleanly(&b, &["mounts[7].destination", "absolute"]);
 }
 
@@ -65,14 +75,20 @@ fn missing_root() {
 #[test]
 fn namespace_path_that_does_not_exist() {
     let mut b = Bundle::new(&["true"]);
-    b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "cgroup", "path": "/proc/no/ns/cgroup"}));
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup", "path": "/proc/no/ns/cgroup"}));
     fails_cleanly(&b, &["linux.namespaces[5]", "/proc/no/ns/cgroup"]);
 }
 
 #[test]
 fn user_namespace_without_mappings() {
     let mut b = Bundle::new(&["true"]);
-    b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
     fails_cleanly(&b, &["linux.uidMappings"]);
 }
 
@@ -108,9 +124,18 @@ fn invalid_container_id() {
     }
     let b = Bundle::new(&["true"]);
     b.write_spec_now();
-    let o = b.rt(&["run", "--bundle", b.dir.path().to_str().unwrap(), "../escape"]);
+    let o = b.rt(&[
+        "run",
+        "--bundle",
+        b.dir.path().to_str().unwrap(),
+        "../escape",
+    ]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("invalid container id"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("invalid container id"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -118,11 +143,18 @@ fn duplicate_id_is_refused_without_harming_the_first() {
     let b = Bundle::new(&["sleep", "1000"]);
     ok(&b.run_detached());
     let o = b.run_detached();
-    assert!(!o.status.success(), "a second container with the same id was created");
+    assert!(
+        !o.status.success(),
+        "a second container with the same id was created"
+    );
     if is_berth() {
         assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
     }
-    assert_eq!(b.state()["status"], "running", "the first container was harmed");
+    assert_eq!(
+        b.state()["status"],
+        "running",
+        "the first container was harmed"
+    );
     ok(&b.rt(&["delete", "--force", &b.id]));
     b.assert_no_leftovers();
 }

@@ -13,19 +13,40 @@ use support::*;
 
 #[test]
 fn container_is_isolated() {
-    let b = Bundle::new(&["sh", "-c", "echo pid=$$; hostname; ls /sys/class/net; echo --; cat /proc/self/mountinfo"]);
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "echo pid=$$; hostname; ls /sys/class/net; echo --; cat /proc/self/mountinfo",
+    ]);
     let out = ok(&b.run());
-    assert!(out.contains("pid=1\n"), "not PID 1 of its own namespace:\n{out}");
+    assert!(
+        out.contains("pid=1\n"),
+        "not PID 1 of its own namespace:\n{out}"
+    );
     assert!(out.contains("berth-test\n"), "hostname not applied:\n{out}");
     let (head, mountinfo) = out.split_once("--\n").unwrap();
     let ifaces: Vec<&str> = head.lines().skip(2).collect();
-    assert_eq!(ifaces, vec!["lo"], "a new network namespace has only lo:\n{out}");
+    assert_eq!(
+        ifaces,
+        vec!["lo"],
+        "a new network namespace has only lo:\n{out}"
+    );
     // Only the container's own mount points: nothing of the host's mount table.
     let allowed = ["/", "/proc", "/dev", "/sys"];
     for line in mountinfo.lines() {
         let mount_point = line.split(' ').nth(4).unwrap();
-        let top = format!("/{}", mount_point.trim_start_matches('/').split('/').next().unwrap());
-        assert!(allowed.contains(&top.as_str()), "host mount point {mount_point} visible in the container:\n{mountinfo}");
+        let top = format!(
+            "/{}",
+            mount_point
+                .trim_start_matches('/')
+                .split('/')
+                .next()
+                .unwrap()
+        );
+        assert!(
+            allowed.contains(&top.as_str()),
+            "host mount point {mount_point} visible in the container:\n{mountinfo}"
+        );
     }
     b.assert_no_leftovers();
 }
@@ -37,7 +58,10 @@ fn capabilities_default_to_dockers_set() {
     // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW
     // SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
     for set in ["CapEff", "CapPrm", "CapBnd"] {
-        assert!(out.contains(&format!("{set}:\t00000000a80425fb")), "{set} is not Docker's default set:\n{out}");
+        assert!(
+            out.contains(&format!("{set}:\t00000000a80425fb")),
+            "{set} is not Docker's default set:\n{out}"
+        );
     }
 }
 
@@ -59,18 +83,36 @@ fn masked_and_readonly_paths() {
     for line in masked {
         assert!(line.ends_with("=0"), "masked file is readable: {line}");
     }
-    assert!(out.contains("firmware=0\n"), "/sys/firmware must be empty:\n{out}");
-    assert!(!out.contains("WROTE"), "/proc/sys must be read-only:\n{out}");
-    assert!(stderr(&o).contains("Read-only file system"), "{}", stderr(&o));
+    assert!(
+        out.contains("firmware=0\n"),
+        "/sys/firmware must be empty:\n{out}"
+    );
+    assert!(
+        !out.contains("WROTE"),
+        "/proc/sys must be read-only:\n{out}"
+    );
+    assert!(
+        stderr(&o).contains("Read-only file system"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn seccomp_default_profile_refuses_dangerous_syscalls() {
     let mut b = Bundle::new(&["sh", "-c", "for c in keyctl unshare-user kexec-load clone-newns clone3 getpid; do echo $c=$(probe $c); done"]);
-    let profile = berth_runtime::seccomp::docker_default(&berth_runtime::capabilities::DOCKER_DEFAULT);
+    let profile =
+        berth_runtime::seccomp::docker_default(&berth_runtime::capabilities::DOCKER_DEFAULT);
     b.spec["linux"]["seccomp"] = serde_json::to_value(profile).unwrap();
     let out = ok(&b.run());
-    for expected in ["keyctl=EPERM", "unshare-user=EPERM", "kexec-load=EPERM", "clone-newns=EPERM", "clone3=ENOSYS", "getpid=OK"] {
+    for expected in [
+        "keyctl=EPERM",
+        "unshare-user=EPERM",
+        "kexec-load=EPERM",
+        "clone-newns=EPERM",
+        "clone3=ENOSYS",
+        "getpid=OK",
+    ] {
         assert!(out.contains(expected), "expected {expected}:\n{out}");
     }
 }
@@ -78,9 +120,16 @@ fn seccomp_default_profile_refuses_dangerous_syscalls() {
 #[test]
 fn without_seccomp_the_probe_sees_other_answers() {
     // Control for the test above: the same probes without a filter do not all fail.
-    let b = Bundle::new(&["sh", "-c", "for c in keyctl clone3; do echo $c=$(probe $c); done"]);
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "for c in keyctl clone3; do echo $c=$(probe $c); done",
+    ]);
     let out = ok(&b.run());
-    assert!(!out.contains("keyctl=EPERM") || !out.contains("clone3=ENOSYS"), "{out}");
+    assert!(
+        !out.contains("keyctl=EPERM") || !out.contains("clone3=ENOSYS"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -88,11 +137,27 @@ fn fork_bomb_is_contained_by_the_pids_limit() {
     let mut b = Bundle::new(&["sh", "-c", "bomb() { bomb | bomb & }; bomb; sleep 1000"]);
     b.spec["linux"]["resources"] = json!({"pids": {"limit": 64}});
     ok(&b.run_detached());
-    let pids_current = b.cgroup_dirs().into_iter().find(|d| d.starts_with("/sys/fs/cgroup/pids") || d.join("pids.current").exists()).map(|d| d.join("pids.current"));
+    let pids_current = b
+        .cgroup_dirs()
+        .into_iter()
+        .find(|d| d.starts_with("/sys/fs/cgroup/pids") || d.join("pids.current").exists())
+        .map(|d| d.join("pids.current"));
     let pids_current = pids_current.expect("pids cgroup");
     // The bomb fills the cgroup up to its limit and no further.
-    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(&pids_current).ok().and_then(|s| s.trim().parse::<u32>().ok()).is_some_and(|n| n >= 60)), "the bomb did not reach the limit");
-    let n: u32 = std::fs::read_to_string(&pids_current).unwrap().trim().parse().unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || std::fs::read_to_string(
+            &pids_current
+        )
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .is_some_and(|n| n >= 60)),
+        "the bomb did not reach the limit"
+    );
+    let n: u32 = std::fs::read_to_string(&pids_current)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     assert!(n <= 64, "pids.current {n} exceeds the limit");
     // The host still answers.
     let host = output_within(std::process::Command::new("true"), Duration::from_secs(5));
@@ -104,10 +169,18 @@ fn fork_bomb_is_contained_by_the_pids_limit() {
 
 #[test]
 fn memory_hog_is_oom_killed() {
-    let mut b = Bundle::new(&["sh", "-c", "dd if=/dev/zero of=/dev/null bs=256M count=1; echo survived"]);
-    b.spec["linux"]["resources"] = json!({"memory": {"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024}});
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "dd if=/dev/zero of=/dev/null bs=256M count=1; echo survived",
+    ]);
+    b.spec["linux"]["resources"] =
+        json!({"memory": {"limit": 32 * 1024 * 1024, "swap": 32 * 1024 * 1024}});
     ok(&b.run_detached());
-    assert!(eventually(Duration::from_secs(20), || b.state()["status"] == "stopped"), "the hog was not stopped");
+    assert!(
+        eventually(Duration::from_secs(20), || b.state()["status"] == "stopped"),
+        "the hog was not stopped"
+    );
     if is_berth() {
         // berth-runc reports the OOM kill through the cgroup statistics.
         let ev = ok(&b.rt(&["events", "--stats", &b.id]));
@@ -121,14 +194,21 @@ fn memory_hog_is_oom_killed() {
 
 #[test]
 fn user_and_groups_are_switched() {
-    let mut b = Bundle::new(&["sh", "-c", "id -u; id -g; id -G; touch /root/x 2>&1 || echo DENIED"]);
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "id -u; id -g; id -G; touch /root/x 2>&1 || echo DENIED",
+    ]);
     b.spec["process"]["user"] = json!({"uid": 1000, "gid": 1000, "additionalGids": [50, 60]});
     let out = ok(&b.run());
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1000");
     assert_eq!(lines[1], "1000");
     assert_eq!(lines[2], "1000 50 60");
-    assert!(out.contains("DENIED"), "uid 1000 must not write /root:\n{out}");
+    assert!(
+        out.contains("DENIED"),
+        "uid 1000 must not write /root:\n{out}"
+    );
 }
 
 #[test]
@@ -146,12 +226,19 @@ fn rlimit_above_the_host_limit_fails_clearly() {
         return;
     }
     let mut b = Bundle::new(&["true"]);
-    let (_, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
-    b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": hard.saturating_mul(4)}]);
+    let (_, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    b.spec["process"]["rlimits"] =
+        json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": hard.saturating_mul(4)}]);
     let o = b.run();
     assert!(!o.status.success());
     let err = stderr(&o);
-    assert!(err.contains("process.rlimits[0]") && err.contains("RLIMIT_NOFILE") && err.contains("CAP_SYS_RESOURCE"), "{err}");
+    assert!(
+        err.contains("process.rlimits[0]")
+            && err.contains("RLIMIT_NOFILE")
+            && err.contains("CAP_SYS_RESOURCE"),
+        "{err}"
+    );
     b.assert_no_leftovers();
 }
 
@@ -171,7 +258,10 @@ fn exec_joins_a_running_container() {
     assert_eq!(b.state()["status"], "running");
     let out = ok(&b.rt(&["exec", &b.id, "sh", "-c", "hostname; cat /proc/1/cmdline | tr '\\0' ' '; echo; grep CapEff /proc/self/status; ls /sys/class/net"]));
     assert!(out.starts_with("berth-test\n"), "{out}");
-    assert!(out.contains("sleep 1000"), "exec does not see the container's processes:\n{out}");
+    assert!(
+        out.contains("sleep 1000"),
+        "exec does not see the container's processes:\n{out}"
+    );
     assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
     assert!(out.contains("lo\n") && !out.contains("eth0"), "{out}");
     // The exec'd process ran in the container's cgroup: it is gone, only init remains.
@@ -203,9 +293,15 @@ fn hooks_run_in_order() {
     });
     ok(&b.run());
     let text = std::fs::read_to_string(&log).unwrap();
-    assert_eq!(text, "prestart\ncreateRuntime\ncreateContainer\npoststart\npoststop\n");
+    assert_eq!(
+        text,
+        "prestart\ncreateRuntime\ncreateContainer\npoststart\npoststop\n"
+    );
     let inside = std::fs::read_to_string(b.rootfs().join("in-container.log")).unwrap();
-    assert_eq!(inside, "startContainer\n", "startContainer runs inside the container");
+    assert_eq!(
+        inside, "startContainer\n",
+        "startContainer runs inside the container"
+    );
 }
 
 #[test]
@@ -222,7 +318,10 @@ fn lifecycle_states_and_pause() {
     ok(&b.rt(&["resume", &b.id]));
     assert_eq!(b.state()["status"], "running");
     let o = b.rt(&["delete", &b.id]);
-    assert!(!o.status.success(), "deleting a running container without --force must fail");
+    assert!(
+        !o.status.success(),
+        "deleting a running container without --force must fail"
+    );
     // PID 1 of a pid namespace ignores signals it has no handler for: SIGTERM does nothing
     // to `sleep`, SIGKILL ends it.
     ok(&b.rt(&["kill", &b.id, "TERM"]));
@@ -257,7 +356,11 @@ fn no_descriptor_of_the_caller_leaks_in() {
     let out = ok(&output_within(c, Duration::from_secs(60)));
     let fds: Vec<&str> = out.split_whitespace().collect();
     // 0-2 and the directory ls itself opened (3).
-    assert_eq!(fds, vec!["0", "1", "2", "3"], "descriptors leaked into the container: {out}");
+    assert_eq!(
+        fds,
+        vec!["0", "1", "2", "3"],
+        "descriptors leaked into the container: {out}"
+    );
 }
 
 #[test]
@@ -274,26 +377,47 @@ fn runtime_binary_cannot_be_written_through_proc_exe() {
     std::fs::copy(runtime(), &copy).unwrap();
     b.write_spec_now();
     let mut c = std::process::Command::new(&copy);
-    c.arg("--root").arg(b.state_root.path()).args(["create", "--bundle"]).arg(b.dir.path()).arg(&b.id);
+    c.arg("--root")
+        .arg(b.state_root.path())
+        .args(["create", "--bundle"])
+        .arg(b.dir.path())
+        .arg(&b.id);
     ok(&output_within(c, Duration::from_secs(60)));
     let pid = b.state()["pid"].as_i64().unwrap();
-    let handle = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_PATH).open(format!("/proc/{pid}/exe")).unwrap();
+    let handle = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(format!("/proc/{pid}/exe"))
+        .unwrap();
     ok(&b.rt(&["delete", "--force", &b.id]));
-    let reopened = std::fs::OpenOptions::new().write(true).open(format!("/proc/self/fd/{}", handle.as_raw_fd()));
+    let reopened = std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/self/fd/{}", handle.as_raw_fd()));
     let err = reopened.expect_err("the runtime binary was writable through /proc/<pid>/exe");
     if is_berth() {
-        assert_eq!(err.raw_os_error(), Some(libc::EROFS), "berth-runc runs from a read-only mount: {err}");
+        assert_eq!(
+            err.raw_os_error(),
+            Some(libc::EROFS),
+            "berth-runc runs from a read-only mount: {err}"
+        );
     }
 }
 
 #[test]
 fn user_namespace_maps_root() {
     let mut b = Bundle::new(&["sh", "-c", "id -u; cat /proc/self/uid_map"]);
-    b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
     b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
     // Files must belong to the mapped root for the container to use them.
-    let out = std::process::Command::new("chown").args(["-R", "100000:100000"]).arg(b.rootfs()).output().unwrap();
+    let out = std::process::Command::new("chown")
+        .args(["-R", "100000:100000"])
+        .arg(b.rootfs())
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let out = ok(&b.run());
     let mut lines = out.lines();
@@ -313,7 +437,10 @@ fn joins_a_network_namespace_by_path() {
         }
     }
     let out = ok(&b.run());
-    assert!(out.contains("berthv0"), "the container is not in {name}: {out}");
+    assert!(
+        out.contains("berthv0"),
+        "the container is not in {name}: {out}"
+    );
     drop(ns);
 }
 
@@ -323,18 +450,29 @@ struct NetNs(String);
 impl NetNs {
     fn new(name: &str) -> NetNs {
         let run = |args: &[&str]| {
-            let o = std::process::Command::new("ip").args(args).output().expect("ip (iproute2)");
-            assert!(o.status.success(), "ip {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+            let o = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2)");
+            assert!(
+                o.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+            );
         };
         run(&["netns", "add", name]);
         let ns = NetNs(name.to_owned());
-        run(&["-n", name, "link", "add", "berthv0", "type", "veth", "peer", "name", "berthv1"]);
+        run(&[
+            "-n", name, "link", "add", "berthv0", "type", "veth", "peer", "name", "berthv1",
+        ]);
         ns
     }
 }
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("ip").args(["netns", "delete", &self.0]).status();
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "delete", &self.0])
+            .status();
     }
 }

@@ -76,8 +76,9 @@ pub fn to_kernel(cap: Capability) -> Result<caps::Capability> {
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))
         .unwrap_or_default();
-    name.parse()
-        .map_err(|_| RuntimeError::invalid("process.capabilities", format!("unknown capability {name}")))
+    name.parse().map_err(|_| {
+        RuntimeError::invalid("process.capabilities", format!("unknown capability {name}"))
+    })
 }
 
 fn from_kernel(cap: caps::Capability) -> std::result::Result<Capability, serde_json::Error> {
@@ -123,7 +124,10 @@ pub(crate) fn apply_sets(spec: &LinuxCapabilities) -> Result<()> {
     // The kernel only lets a capability into the ambient set if it is both permitted and
     // inheritable. runc's default spec lists ambient capabilities without making them
     // inheritable; like runc, skip those instead of failing the container.
-    for cap in ambient.iter().filter(|c| inheritable.contains(c) && permitted.contains(c)) {
+    for cap in ambient
+        .iter()
+        .filter(|c| inheritable.contains(c) && permitted.contains(c))
+    {
         caps::raise(None, caps::CapSet::Ambient, *cap)
             .map_err(std::io::Error::other)
             .ctx(|| format!("raising {cap} in the ambient set"))?;
@@ -148,7 +152,13 @@ mod tests {
 
     #[test]
     fn add_drop_and_privileged() {
-        let caps = docker_capabilities(&[Capability::SysAdmin], &[Capability::NetRaw], false, false, false);
+        let caps = docker_capabilities(
+            &[Capability::SysAdmin],
+            &[Capability::NetRaw],
+            false,
+            false,
+            false,
+        );
         let eff = caps.effective().clone().unwrap();
         assert!(eff.contains(&Capability::SysAdmin));
         assert!(!eff.contains(&Capability::NetRaw));

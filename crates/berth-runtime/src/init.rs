@@ -22,7 +22,10 @@ use crate::sys::process::{clone_fork_like, exit_now, Forked};
 /// Report `err` to the runtime and leave.
 fn fail(chan: &Channel, step: &str, err: RuntimeError) -> ! {
     let message = error_chain(&err);
-    let _ = chan.send(&Msg::Error { step: step.to_owned(), message });
+    let _ = chan.send(&Msg::Error {
+        step: step.to_owned(),
+        message,
+    });
     exit_now(1)
 }
 
@@ -60,16 +63,37 @@ pub(crate) fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
     };
     // Join the cgroup first, while still fully privileged in the runtime's user namespace;
     // everything cloned from here on is born in it.
-    step("joining the cgroup", crate::cgroups::join_self(plan.cgroup_files).map_err(RuntimeError::from));
+    step(
+        "joining the cgroup",
+        crate::cgroups::join_self(plan.cgroup_files).map_err(RuntimeError::from),
+    );
     if plan.ns.new_user {
-        step("creating the user namespace", unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "unshare(CLONE_NEWUSER)".to_string()));
-        step("waiting for id maps", chan.send(&Msg::MapIds).ctx(|| "sync".to_string()));
+        step(
+            "creating the user namespace",
+            unshare(CloneFlags::CLONE_NEWUSER).ctx(|| "unshare(CLONE_NEWUSER)".to_string()),
+        );
+        step(
+            "waiting for id maps",
+            chan.send(&Msg::MapIds).ctx(|| "sync".to_string()),
+        );
     }
-    step("waiting for the runtime", chan.expect_continue().ctx(|| "sync".to_string()));
+    step(
+        "waiting for the runtime",
+        chan.expect_continue().ctx(|| "sync".to_string()),
+    );
     for (t, fd) in &plan.ns.join {
-        step("joining namespaces", setns(fd.as_fd(), flag_for_setns(*t)).ctx(|| format!("joining the {t} namespace")));
+        step(
+            "joining namespaces",
+            setns(fd.as_fd(), flag_for_setns(*t)).ctx(|| format!("joining the {t} namespace")),
+        );
     }
-    if plan.ns.new_user || plan.ns.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User) {
+    if plan.ns.new_user
+        || plan
+            .ns
+            .join
+            .iter()
+            .any(|(t, _)| *t == LinuxNamespaceType::User)
+    {
         // Become root of the user namespace (container uid 0 must be mapped).
         let r = nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0))
             .and_then(|_| nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)))
@@ -77,13 +101,30 @@ pub(crate) fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
         step("entering the user namespace", r);
     }
     if plan.ns.new_time {
-        step("creating the time namespace", unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)).ctx(|| "unshare(CLONE_NEWTIME)".to_string()));
-        if let Some(offsets) = plan.spec.linux().as_ref().and_then(|l| l.time_offsets().clone()) {
+        step(
+            "creating the time namespace",
+            unshare(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME))
+                .ctx(|| "unshare(CLONE_NEWTIME)".to_string()),
+        );
+        if let Some(offsets) = plan
+            .spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.time_offsets().clone())
+        {
             let mut text = String::new();
             for (clock, off) in offsets {
-                text.push_str(&format!("{clock} {} {}\n", off.secs().unwrap_or(0), off.nanosecs().unwrap_or(0)));
+                text.push_str(&format!(
+                    "{clock} {} {}\n",
+                    off.secs().unwrap_or(0),
+                    off.nanosecs().unwrap_or(0)
+                ));
             }
-            step("linux.timeOffsets", std::fs::write("/proc/self/timens_offsets", text).ctx(|| "writing timens_offsets".to_string()));
+            step(
+                "linux.timeOffsets",
+                std::fs::write("/proc/self/timens_offsets", text)
+                    .ctx(|| "writing timens_offsets".to_string()),
+            );
         }
     }
     match clone_fork_like(libc::CLONE_PARENT | plan.ns.clone_flags.bits()) {
@@ -92,7 +133,14 @@ pub(crate) fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
             exit_now(0);
         }
         Ok(Forked::Child) => {}
-        Err(e) => fail(chan, "creating the container process", RuntimeError::Io { context: "clone".into(), source: e }),
+        Err(e) => fail(
+            chan,
+            "creating the container process",
+            RuntimeError::Io {
+                context: "clone".into(),
+                source: e,
+            },
+        ),
     }
 }
 
@@ -132,69 +180,142 @@ fn at<T>(step: &str, r: Result<T>) -> StepResult<T> {
 
 fn init_steps(chan: &Channel, plan: &InitPlan<'_>) -> StepResult<Infallible> {
     let spec = plan.spec;
-    let process = spec.process().as_ref().ok_or_else(|| ("checking the spec".to_owned(), RuntimeError::invalid("process", "missing")))?;
+    let process = spec.process().as_ref().ok_or_else(|| {
+        (
+            "checking the spec".to_owned(),
+            RuntimeError::invalid("process", "missing"),
+        )
+    })?;
     let hooks = spec.hooks().as_ref();
-    let has_runtime_hooks = hooks.is_some_and(|h| h.prestart().as_ref().is_some_and(|v| !v.is_empty()) || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty()));
+    let has_runtime_hooks = hooks.is_some_and(|h| {
+        h.prestart().as_ref().is_some_and(|v| !v.is_empty())
+            || h.create_runtime().as_ref().is_some_and(|v| !v.is_empty())
+    });
     if has_runtime_hooks {
-        at("running createRuntime hooks", chan.send(&Msg::NamespacesReady).ctx(|| "sync".into()))?;
-        at("running createRuntime hooks", chan.expect_continue().ctx(|| "sync".into()))?;
+        at(
+            "running createRuntime hooks",
+            chan.send(&Msg::NamespacesReady).ctx(|| "sync".into()),
+        )?;
+        at(
+            "running createRuntime hooks",
+            chan.expect_continue().ctx(|| "sync".into()),
+        )?;
     }
-    at("creating a session", nix::unistd::setsid().map(|_| ()).ctx(|| "setsid".into()))?;
+    at(
+        "creating a session",
+        nix::unistd::setsid().map(|_| ()).ctx(|| "setsid".into()),
+    )?;
     if plan.ns.clone_flags.contains(CloneFlags::CLONE_NEWUTS) {
         if let Some(h) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
-            at("hostname", nix::unistd::sethostname(h).ctx(|| format!("setting hostname {h:?}")))?;
+            at(
+                "hostname",
+                nix::unistd::sethostname(h).ctx(|| format!("setting hostname {h:?}")),
+            )?;
         }
         if let Some(d) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
-            at("domainname", crate::sys::process::set_domainname(d).ctx(|| format!("setting domainname {d:?}")))?;
+            at(
+                "domainname",
+                crate::sys::process::set_domainname(d).ctx(|| format!("setting domainname {d:?}")),
+            )?;
         }
     }
-    let rplan = RootfsPlan { spec, rootfs: plan.rootfs, cgroups: plan.cgroups, in_user_ns: plan.ns.new_user };
+    let rplan = RootfsPlan {
+        spec,
+        rootfs: plan.rootfs,
+        cgroups: plan.cgroups,
+        in_user_ns: plan.ns.new_user,
+    };
     at("preparing the root filesystem", rootfs::prepare(&rplan))?;
     if let Some(h) = hooks {
         let state = hook_state(spec, nix::unistd::getpid().as_raw());
-        at("createContainer hooks", crate::hooks::run_hooks("createContainer", h.create_container().as_ref(), &state))?;
+        at(
+            "createContainer hooks",
+            crate::hooks::run_hooks("createContainer", h.create_container().as_ref(), &state),
+        )?;
     }
     at("pivot_root", rootfs::pivot(plan.rootfs))?;
     if process.terminal().unwrap_or(false) {
-        at("setting up the terminal", setup_terminal(chan, process, true))?;
+        at(
+            "setting up the terminal",
+            setup_terminal(chan, process, true),
+        )?;
     }
     at("linux.sysctl", rootfs::apply_sysctl(spec))?;
     if let Some(linux) = spec.linux() {
-        at("linux.maskedPaths", rootfs::mask_paths(linux.masked_paths().as_deref().unwrap_or_default()))?;
-        at("linux.readonlyPaths", rootfs::readonly_paths(linux.readonly_paths().as_deref().unwrap_or_default()))?;
+        at(
+            "linux.maskedPaths",
+            rootfs::mask_paths(linux.masked_paths().as_deref().unwrap_or_default()),
+        )?;
+        at(
+            "linux.readonlyPaths",
+            rootfs::readonly_paths(linux.readonly_paths().as_deref().unwrap_or_default()),
+        )?;
     }
-    at("linux.rootfsPropagation", rootfs::apply_root_propagation(spec))?;
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    at(
+        "linux.rootfsPropagation",
+        rootfs::apply_root_propagation(spec),
+    )?;
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         at("root.readonly", rootfs::readonly_root())?;
     }
     at("process.cwd", enter_cwd(process))?;
-    let exe = at("finding the program", crate::process::resolve_executable(process))?;
+    let exe = at(
+        "finding the program",
+        crate::process::resolve_executable(process),
+    )?;
     at("process limits", crate::process::apply_limits(process))?;
     at("personality", apply_personality(spec))?;
 
     // Tell the runtime we are ready, then wait for `start` on exec.fifo. The fifo is opened
     // relative to the state directory's descriptor: after pivot_root its path is gone.
-    at("reporting created", chan.send(&Msg::Created).ctx(|| "sync".into()))?;
+    at(
+        "reporting created",
+        chan.send(&Msg::Created).ctx(|| "sync".into()),
+    )?;
     let fifo = at(
         "waiting for start",
-        nix::fcntl::openat(plan.state_dir.as_fd(), crate::state::EXEC_FIFO, nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
-            .ctx(|| "opening exec.fifo".into()),
+        nix::fcntl::openat(
+            plan.state_dir.as_fd(),
+            crate::state::EXEC_FIFO,
+            nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .ctx(|| "opening exec.fifo".into()),
     )?;
-    at("waiting for start", nix::unistd::write(&fifo, b"0").map(|_| ()).ctx(|| "writing exec.fifo".into()))?;
+    at(
+        "waiting for start",
+        nix::unistd::write(&fifo, b"0")
+            .map(|_| ())
+            .ctx(|| "writing exec.fifo".into()),
+    )?;
     drop(fifo);
 
     if let Some(h) = hooks {
         let state = hook_state(spec, 1);
-        at("startContainer hooks", crate::hooks::run_hooks("startContainer", h.start_container().as_ref(), &state))?;
+        at(
+            "startContainer hooks",
+            crate::hooks::run_hooks("startContainer", h.start_container().as_ref(), &state),
+        )?;
     }
-    at("starting the program", crate::process::become_and_exec(process, &exe, plan.seccomp, plan.preserve_fds))
+    at(
+        "starting the program",
+        crate::process::become_and_exec(process, &exe, plan.seccomp, plan.preserve_fds),
+    )
 }
 
 /// `process.cwd`: enter it, creating it if the image lacks it (as Docker does for WORKDIR).
 fn enter_cwd(process: &Process) -> Result<()> {
     let cwd = process.cwd();
     if !cwd.is_absolute() {
-        return Err(RuntimeError::invalid("process.cwd", format!("{} is not an absolute path", cwd.display())));
+        return Err(RuntimeError::invalid(
+            "process.cwd",
+            format!("{} is not an absolute path", cwd.display()),
+        ));
     }
     match nix::unistd::chdir(cwd) {
         Ok(()) => Ok(()),
@@ -221,26 +342,46 @@ fn apply_personality(spec: &Spec) -> Result<()> {
 /// the runtime, the slave becomes stdio and the controlling terminal.
 fn setup_terminal(chan: &Channel, process: &Process, is_init: bool) -> Result<()> {
     use nix::fcntl::OFlag;
-    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC).ctx(|| "opening /dev/ptmx (is /dev/pts mounted?)".into())?;
+    let master = nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC)
+        .ctx(|| "opening /dev/ptmx (is /dev/pts mounted?)".into())?;
     nix::pty::grantpt(&master).ctx(|| "grantpt".into())?;
     nix::pty::unlockpt(&master).ctx(|| "unlockpt".into())?;
     let name = nix::pty::ptsname_r(&master).ctx(|| "ptsname".into())?;
-    let slave = nix::fcntl::open(name.as_str(), OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).ctx(|| format!("opening {name}"))?;
+    let slave = nix::fcntl::open(
+        name.as_str(),
+        OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .ctx(|| format!("opening {name}"))?;
     if let Some(size) = process.console_size() {
-        crate::sys::tty::set_window_size(slave.as_fd(), size.height() as u16, size.width() as u16).ctx(|| "process.consoleSize".into())?;
+        crate::sys::tty::set_window_size(slave.as_fd(), size.height() as u16, size.width() as u16)
+            .ctx(|| "process.consoleSize".into())?;
     }
     if is_init {
         // /dev/console is the container's terminal, as on a real machine.
-        let _ = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open("/dev/console");
-        nix::mount::mount(Some(name.as_str()), "/dev/console", None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).ctx(|| "binding the terminal to /dev/console".into())?;
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open("/dev/console");
+        nix::mount::mount(
+            Some(name.as_str()),
+            "/dev/console",
+            None::<&str>,
+            nix::mount::MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .ctx(|| "binding the terminal to /dev/console".into())?;
     }
-    chan.send_with_fd(&Msg::Terminal, Some(master.as_raw_fd())).ctx(|| "sending the terminal".into())?;
+    chan.send_with_fd(&Msg::Terminal, Some(master.as_raw_fd()))
+        .ctx(|| "sending the terminal".into())?;
     drop(master);
     nix::unistd::dup2_stdin(&slave)
         .and_then(|_| nix::unistd::dup2_stdout(&slave))
         .and_then(|_| nix::unistd::dup2_stderr(&slave))
         .ctx(|| "making the terminal stdio".into())?;
-    crate::sys::tty::set_controlling_terminal(slave.as_fd()).ctx(|| "making the terminal the controlling terminal".into())?;
+    crate::sys::tty::set_controlling_terminal(slave.as_fd())
+        .ctx(|| "making the terminal the controlling terminal".into())?;
     Ok(())
 }
 
@@ -267,15 +408,30 @@ pub(crate) struct ExecPlan<'a> {
 pub(crate) fn exec_process(chan: &Channel, plan: &ExecPlan<'_>) -> ! {
     let r = (|| -> StepResult<Infallible> {
         let process = plan.process;
-        at("creating a session", nix::unistd::setsid().map(|_| ()).ctx(|| "setsid".into()))?;
+        at(
+            "creating a session",
+            nix::unistd::setsid().map(|_| ()).ctx(|| "setsid".into()),
+        )?;
         if process.terminal().unwrap_or(false) {
-            at("setting up the terminal", setup_terminal(chan, process, false))?;
+            at(
+                "setting up the terminal",
+                setup_terminal(chan, process, false),
+            )?;
         }
         at("process.cwd", enter_cwd(process))?;
-        let exe = at("finding the program", crate::process::resolve_executable(process))?;
+        let exe = at(
+            "finding the program",
+            crate::process::resolve_executable(process),
+        )?;
         at("process limits", crate::process::apply_limits(process))?;
-        at("reporting ready", chan.send(&Msg::Created).ctx(|| "sync".into()))?;
-        at("starting the program", crate::process::become_and_exec(process, &exe, plan.seccomp, plan.preserve_fds))
+        at(
+            "reporting ready",
+            chan.send(&Msg::Created).ctx(|| "sync".into()),
+        )?;
+        at(
+            "starting the program",
+            crate::process::become_and_exec(process, &exe, plan.seccomp, plan.preserve_fds),
+        )
     })();
     match r {
         Ok(never) => match never {},

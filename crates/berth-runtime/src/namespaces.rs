@@ -24,7 +24,12 @@ pub(crate) struct NamespacePlan {
 
 impl Default for NamespacePlan {
     fn default() -> Self {
-        NamespacePlan { clone_flags: CloneFlags::empty(), new_user: false, new_time: false, join: Vec::new() }
+        NamespacePlan {
+            clone_flags: CloneFlags::empty(),
+            new_user: false,
+            new_time: false,
+            join: Vec::new(),
+        }
     }
 }
 
@@ -59,12 +64,20 @@ pub(crate) fn plan(spec: &Spec) -> Result<NamespacePlan> {
     for (i, ns) in linux.namespaces().iter().flatten().enumerate() {
         let t = ns.typ();
         if seen.contains(&t) {
-            return Err(RuntimeError::invalid(format!("linux.namespaces[{i}]"), format!("namespace {t} is listed twice")));
+            return Err(RuntimeError::invalid(
+                format!("linux.namespaces[{i}]"),
+                format!("namespace {t} is listed twice"),
+            ));
         }
         seen.push(t);
         match ns.path() {
             Some(path) if !path.as_os_str().is_empty() => {
-                let file = File::open(path).ctx(|| format!("linux.namespaces[{i}]: opening {t} namespace {}", path.display()))?;
+                let file = File::open(path).ctx(|| {
+                    format!(
+                        "linux.namespaces[{i}]: opening {t} namespace {}",
+                        path.display()
+                    )
+                })?;
                 p.join.push((t, file.into()));
             }
             _ => match t {
@@ -76,18 +89,37 @@ pub(crate) fn plan(spec: &Spec) -> Result<NamespacePlan> {
     }
     p.join.sort_by_key(|(t, _)| order(*t));
     if p.new_user {
-        let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()) && linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
+        let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+            && linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());
         if !has_maps {
-            return Err(RuntimeError::invalid("linux.uidMappings", "a new user namespace needs uidMappings and gidMappings"));
+            return Err(RuntimeError::invalid(
+                "linux.uidMappings",
+                "a new user namespace needs uidMappings and gidMappings",
+            ));
         }
-    } else if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()) && !p.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User) {
-        return Err(RuntimeError::invalid("linux.uidMappings", "mappings are given but there is no user namespace in linux.namespaces"));
+    } else if linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
+        && !p.join.iter().any(|(t, _)| *t == LinuxNamespaceType::User)
+    {
+        return Err(RuntimeError::invalid(
+            "linux.uidMappings",
+            "mappings are given but there is no user namespace in linux.namespaces",
+        ));
     }
-    if !p.clone_flags.contains(CloneFlags::CLONE_NEWNS) && !p.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount) {
-        return Err(RuntimeError::invalid("linux.namespaces", "a mount namespace is required: add {\"type\": \"mount\"}"));
+    if !p.clone_flags.contains(CloneFlags::CLONE_NEWNS)
+        && !p.join.iter().any(|(t, _)| *t == LinuxNamespaceType::Mount)
+    {
+        return Err(RuntimeError::invalid(
+            "linux.namespaces",
+            "a mount namespace is required: add {\"type\": \"mount\"}",
+        ));
     }
-    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty()) && !p.clone_flags.contains(CloneFlags::CLONE_NEWUTS) {
-        return Err(RuntimeError::invalid("hostname", "setting a hostname needs a new uts namespace"));
+    if spec.hostname().as_ref().is_some_and(|h| !h.is_empty())
+        && !p.clone_flags.contains(CloneFlags::CLONE_NEWUTS)
+    {
+        return Err(RuntimeError::invalid(
+            "hostname",
+            "setting a hostname needs a new uts namespace",
+        ));
     }
     Ok(p)
 }
@@ -110,11 +142,18 @@ pub fn namespace_path(pid: i32, t: LinuxNamespaceType) -> PathBuf {
 /// Write the user namespace's id maps for `pid` (run by the runtime, which has the
 /// privileges over the parent namespace that the child lacks).
 pub(crate) fn write_id_maps(pid: i32, spec: &Spec) -> Result<()> {
-    let Some(linux) = spec.linux() else { return Ok(()) };
-    let fmt = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        maps.iter().flatten().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect::<String>()
+    let Some(linux) = spec.linux() else {
+        return Ok(());
     };
-    std::fs::write(format!("/proc/{pid}/uid_map"), fmt(linux.uid_mappings())).ctx(|| "linux.uidMappings: writing uid_map".to_string())?;
-    std::fs::write(format!("/proc/{pid}/gid_map"), fmt(linux.gid_mappings())).ctx(|| "linux.gidMappings: writing gid_map".to_string())?;
+    let fmt = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        maps.iter()
+            .flatten()
+            .map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size()))
+            .collect::<String>()
+    };
+    std::fs::write(format!("/proc/{pid}/uid_map"), fmt(linux.uid_mappings()))
+        .ctx(|| "linux.uidMappings: writing uid_map".to_string())?;
+    std::fs::write(format!("/proc/{pid}/gid_map"), fmt(linux.gid_mappings()))
+        .ctx(|| "linux.gidMappings: writing gid_map".to_string())?;
     Ok(())
 }

@@ -38,29 +38,47 @@ pub(crate) fn resource(t: PosixRlimitType) -> Option<Resource> {
         PosixRlimitType::RlimitNice => Resource::RLIMIT_NICE,
         PosixRlimitType::RlimitRtprio => Resource::RLIMIT_RTPRIO,
         PosixRlimitType::RlimitRttime => Resource::RLIMIT_RTTIME,
-
     })
 }
 
 fn rlimit_name(t: PosixRlimitType) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_else(|| format!("{t:?}"))
+    serde_json::to_value(t)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{t:?}"))
 }
 
 /// Check `process.rlimits` against what this process may set, before any fork. Without
 /// CAP_SYS_RESOURCE a hard limit cannot rise above the current one; the containers then
 /// keep the host's limits for anything the spec does not mention.
 pub(crate) fn validate_rlimits(process: &Process) -> Result<()> {
-    let can_raise = caps::has_cap(None, caps::CapSet::Effective, caps::Capability::CAP_SYS_RESOURCE).unwrap_or(false);
+    let can_raise = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_RESOURCE,
+    )
+    .unwrap_or(false);
     for (i, rl) in process.rlimits().iter().flatten().enumerate() {
         let field = format!("process.rlimits[{i}]");
         let name = rlimit_name(rl.typ());
         let Some(res) = resource(rl.typ()) else {
-            return Err(RuntimeError::invalid(field, format!("{name} is not supported on this system")));
+            return Err(RuntimeError::invalid(
+                field,
+                format!("{name} is not supported on this system"),
+            ));
         };
         if rl.soft() > rl.hard() {
-            return Err(RuntimeError::invalid(field, format!("{name}: soft limit {} is above hard limit {}", rl.soft(), rl.hard())));
+            return Err(RuntimeError::invalid(
+                field,
+                format!(
+                    "{name}: soft limit {} is above hard limit {}",
+                    rl.soft(),
+                    rl.hard()
+                ),
+            ));
         }
-        let (_, host_hard) = nix::sys::resource::getrlimit(res).ctx(|| format!("reading {name}"))?;
+        let (_, host_hard) =
+            nix::sys::resource::getrlimit(res).ctx(|| format!("reading {name}"))?;
         if rl.hard() > host_hard && !can_raise {
             return Err(RuntimeError::invalid(
                 field,
@@ -79,15 +97,28 @@ pub(crate) fn validate_rlimits(process: &Process) -> Result<()> {
 pub(crate) fn resolve_executable(process: &Process) -> Result<PathBuf> {
     let args = process.args().as_deref().unwrap_or_default();
     let Some(cmd) = args.first() else {
-        return Err(RuntimeError::invalid("process.args", "no command given: args must have at least one element"));
+        return Err(RuntimeError::invalid(
+            "process.args",
+            "no command given: args must have at least one element",
+        ));
     };
     if cmd.contains('/') {
         let p = Path::new(cmd);
-        let p = if p.is_relative() { process.cwd().join(p) } else { p.to_path_buf() };
+        let p = if p.is_relative() {
+            process.cwd().join(p)
+        } else {
+            p.to_path_buf()
+        };
         return match std::fs::metadata(&p) {
             Ok(m) if m.is_file() => Ok(p),
-            Ok(_) => Err(RuntimeError::invalid("process.args", format!("exec: {cmd:?}: is a directory or not a regular file"))),
-            Err(_) => Err(RuntimeError::invalid("process.args", format!("exec: {cmd:?}: no such file or directory"))),
+            Ok(_) => Err(RuntimeError::invalid(
+                "process.args",
+                format!("exec: {cmd:?}: is a directory or not a regular file"),
+            )),
+            Err(_) => Err(RuntimeError::invalid(
+                "process.args",
+                format!("exec: {cmd:?}: no such file or directory"),
+            )),
         };
     }
     let path = process
@@ -105,7 +136,10 @@ pub(crate) fn resolve_executable(process: &Process) -> Result<PathBuf> {
             }
         }
     }
-    Err(RuntimeError::invalid("process.args", format!("exec: {cmd:?}: executable file not found in $PATH")))
+    Err(RuntimeError::invalid(
+        "process.args",
+        format!("exec: {cmd:?}: executable file not found in $PATH"),
+    ))
 }
 
 /// Everything about the process except the program: limits, oom score, umask.
@@ -116,7 +150,8 @@ pub(crate) fn apply_limits(process: &Process) -> Result<()> {
     }
     for rl in process.rlimits().iter().flatten() {
         if let Some(res) = resource(rl.typ()) {
-            setrlimit(res, rl.soft(), rl.hard()).ctx(|| format!("process.rlimits: setting {}", rlimit_name(rl.typ())))?;
+            setrlimit(res, rl.soft(), rl.hard())
+                .ctx(|| format!("process.rlimits: setting {}", rlimit_name(rl.typ())))?;
         }
     }
     if let Some(mask) = process.user().umask() {
@@ -126,7 +161,12 @@ pub(crate) fn apply_limits(process: &Process) -> Result<()> {
 }
 
 /// Switch identity and privileges, then `execve`. Returns only on failure.
-pub(crate) fn become_and_exec(process: &Process, executable: &Path, seccomp: Option<&SeccompProgram>, keep_fds: i32) -> Result<Infallible> {
+pub(crate) fn become_and_exec(
+    process: &Process,
+    executable: &Path,
+    seccomp: Option<&SeccompProgram>,
+    keep_fds: i32,
+) -> Result<Infallible> {
     let nnp = process.no_new_privileges().unwrap_or(false);
     if let (Some(prog), false) = (seccomp, nnp) {
         crate::sys::seccomp::load(prog).ctx(|| "linux.seccomp: loading the filter".to_string())?;
@@ -135,7 +175,12 @@ pub(crate) fn become_and_exec(process: &Process, executable: &Path, seccomp: Opt
     crate::capabilities::drop_bounding(&caps)?;
     nix::sys::prctl::set_keepcaps(true).ctx(|| "PR_SET_KEEPCAPS".to_string())?;
     let user = process.user();
-    let gids: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    let gids: Vec<Gid> = user
+        .additional_gids()
+        .iter()
+        .flatten()
+        .map(|g| Gid::from_raw(*g))
+        .collect();
     match nix::unistd::setgroups(&gids) {
         Ok(()) => {}
         // In a user namespace with setgroups denied, only an empty list was possible anyway.
@@ -143,23 +188,40 @@ pub(crate) fn become_and_exec(process: &Process, executable: &Path, seccomp: Opt
         Err(e) => return Err(e).ctx(|| "process.user.additionalGids: setgroups".to_string()),
     }
     let gid = Gid::from_raw(user.gid());
-    nix::unistd::setresgid(gid, gid, gid).ctx(|| format!("process.user.gid: switching to gid {}", user.gid()))?;
+    nix::unistd::setresgid(gid, gid, gid)
+        .ctx(|| format!("process.user.gid: switching to gid {}", user.gid()))?;
     let uid = Uid::from_raw(user.uid());
-    nix::unistd::setresuid(uid, uid, uid).ctx(|| format!("process.user.uid: switching to uid {}", user.uid()))?;
+    nix::unistd::setresuid(uid, uid, uid)
+        .ctx(|| format!("process.user.uid: switching to uid {}", user.uid()))?;
     crate::capabilities::apply_sets(&caps)?;
     nix::sys::prctl::set_keepcaps(false).ctx(|| "PR_SET_KEEPCAPS".to_string())?;
     if nnp {
         nix::sys::prctl::set_no_new_privs().ctx(|| "process.noNewPrivileges".to_string())?;
     }
 
-    let to_c = |s: &str| CString::new(s).map_err(|_| RuntimeError::invalid("process", format!("{s:?} contains a NUL byte")));
-    let args: Vec<CString> = process.args().iter().flatten().map(|a| to_c(a)).collect::<Result<_>>()?;
-    let env: Vec<CString> = process.env().iter().flatten().map(|a| to_c(a)).collect::<Result<_>>()?;
-    let path = CString::new(executable.as_os_str().as_bytes()).map_err(|_| RuntimeError::invalid("process.args", "path contains a NUL byte"))?;
+    let to_c = |s: &str| {
+        CString::new(s)
+            .map_err(|_| RuntimeError::invalid("process", format!("{s:?} contains a NUL byte")))
+    };
+    let args: Vec<CString> = process
+        .args()
+        .iter()
+        .flatten()
+        .map(|a| to_c(a))
+        .collect::<Result<_>>()?;
+    let env: Vec<CString> = process
+        .env()
+        .iter()
+        .flatten()
+        .map(|a| to_c(a))
+        .collect::<Result<_>>()?;
+    let path = CString::new(executable.as_os_str().as_bytes())
+        .map_err(|_| RuntimeError::invalid("process.args", "path contains a NUL byte"))?;
 
     // Nothing of the runtime's may reach the program: every descriptor above stdio (and
     // the ones --preserve-fds keeps) closes on exec.
-    crate::sys::fd::cloexec_from(3 + keep_fds).ctx(|| "closing inherited descriptors".to_string())?;
+    crate::sys::fd::cloexec_from(3 + keep_fds)
+        .ctx(|| "closing inherited descriptors".to_string())?;
     if let (Some(prog), true) = (seccomp, nnp) {
         crate::sys::seccomp::load(prog).ctx(|| "linux.seccomp: loading the filter".to_string())?;
     }

@@ -40,10 +40,17 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
         None => (spec, None),
     };
     if user.is_empty() {
-        return Err(RuntimeError::invalid("user", "empty user name; use a name or a uid"));
+        return Err(RuntimeError::invalid(
+            "user",
+            "empty user name; use a name or a uid",
+        ));
     }
-    let passwd = read_in_root(rootfs, "/etc/passwd")?.map(|t| parse_passwd(&t)).unwrap_or_default();
-    let groups = read_in_root(rootfs, "/etc/group")?.map(|t| parse_group(&t)).unwrap_or_default();
+    let passwd = read_in_root(rootfs, "/etc/passwd")?
+        .map(|t| parse_passwd(&t))
+        .unwrap_or_default();
+    let groups = read_in_root(rootfs, "/etc/group")?
+        .map(|t| parse_group(&t))
+        .unwrap_or_default();
 
     let entry = match user.parse::<u32>() {
         Ok(uid) => passwd.iter().find(|e| e.uid == uid),
@@ -62,12 +69,16 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
     if let Some(g) = group {
         gid = match g.parse::<u32>() {
             Ok(n) => n,
-            Err(_) => groups.iter().find(|e| e.name == g).map(|e| e.gid).ok_or_else(|| {
-                RuntimeError::invalid(
-                    "user",
-                    format!("unable to find group {g}: no matching entries in group file"),
-                )
-            })?,
+            Err(_) => groups
+                .iter()
+                .find(|e| e.name == g)
+                .map(|e| e.gid)
+                .ok_or_else(|| {
+                    RuntimeError::invalid(
+                        "user",
+                        format!("unable to find group {g}: no matching entries in group file"),
+                    )
+                })?,
         };
     }
     let mut additional_gids = Vec::new();
@@ -75,7 +86,8 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
     if group.is_none() {
         if let Some(e) = entry {
             for g in &groups {
-                if g.members.iter().any(|m| *m == e.name) && g.gid != gid && !additional_gids.contains(&g.gid) {
+                if g.members.contains(&e.name) && g.gid != gid && !additional_gids.contains(&g.gid)
+                {
                     additional_gids.push(g.gid);
                 }
             }
@@ -91,12 +103,14 @@ pub fn resolve_user(rootfs: &Path, spec: &str) -> Result<ResolvedUser> {
 
 /// Read a file of the container, resolving `path` as if `rootfs` were `/`.
 fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
-    let root = std::fs::File::open(rootfs).ctx(|| format!("opening root filesystem {}", rootfs.display()))?;
-    let fd = match crate::sys::openat2::open_in_root(root.as_fd(), Path::new(path), libc::O_RDONLY, 0) {
-        Ok(fd) => fd,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e).ctx(|| format!("opening {path} in {}", rootfs.display())),
-    };
+    let root = std::fs::File::open(rootfs)
+        .ctx(|| format!("opening root filesystem {}", rootfs.display()))?;
+    let fd =
+        match crate::sys::openat2::open_in_root(root.as_fd(), Path::new(path), libc::O_RDONLY, 0) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).ctx(|| format!("opening {path} in {}", rootfs.display())),
+        };
     let mut text = String::new();
     // Cap the read: a huge passwd file in an image must not exhaust memory.
     std::fs::File::from(fd)
@@ -131,7 +145,12 @@ fn parse_group(text: &str) -> Vec<GroupEntry> {
                 gid: f.get(2)?.parse().ok()?,
                 members: f
                     .get(3)
-                    .map(|m| m.split(',').filter(|s| !s.is_empty()).map(str::to_owned).collect())
+                    .map(|m| {
+                        m.split(',')
+                            .filter(|s| !s.is_empty())
+                            .map(str::to_owned)
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
         })
@@ -162,7 +181,10 @@ mod tests {
     fn names_numbers_and_groups() {
         let r = rootfs();
         let u = resolve_user(r.path(), "www").unwrap();
-        assert_eq!((u.uid, u.gid, u.additional_gids.clone(), u.home.as_str()), (33, 33, vec![4, 50], "/var/www"));
+        assert_eq!(
+            (u.uid, u.gid, u.additional_gids.clone(), u.home.as_str()),
+            (33, 33, vec![4, 50], "/var/www")
+        );
         let u = resolve_user(r.path(), "www:adm").unwrap();
         assert_eq!((u.uid, u.gid), (33, 4));
         assert!(u.additional_gids.is_empty());
@@ -177,7 +199,9 @@ mod tests {
         let r = rootfs();
         let e = resolve_user(r.path(), "nobody").unwrap_err().to_string();
         assert!(e.contains("unable to find user nobody"), "{e}");
-        let e = resolve_user(r.path(), "www:nogroup").unwrap_err().to_string();
+        let e = resolve_user(r.path(), "www:nogroup")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unable to find group nogroup"), "{e}");
     }
 
@@ -185,10 +209,18 @@ mod tests {
     fn symlinked_passwd_stays_inside_the_rootfs() {
         let r = tempfile::tempdir().unwrap();
         std::fs::create_dir(r.path().join("etc")).unwrap();
-        std::fs::write(r.path().join("etc/pw-inside"), "inside:x:7:7::/home/in:/bin/sh\n").unwrap();
+        std::fs::write(
+            r.path().join("etc/pw-inside"),
+            "inside:x:7:7::/home/in:/bin/sh\n",
+        )
+        .unwrap();
         // An absolute link climbing out of the root resolves inside it: the host has no
         // /etc/pw-inside, so only a scoped lookup can find this user.
-        std::os::unix::fs::symlink("/../../../../../../../etc/pw-inside", r.path().join("etc/passwd")).unwrap();
+        std::os::unix::fs::symlink(
+            "/../../../../../../../etc/pw-inside",
+            r.path().join("etc/passwd"),
+        )
+        .unwrap();
         let u = resolve_user(r.path(), "inside").unwrap();
         assert_eq!((u.uid, u.gid), (7, 7));
     }

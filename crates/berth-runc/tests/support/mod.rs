@@ -26,7 +26,10 @@ pub fn is_berth() -> bool {
 }
 
 pub fn require_root() {
-    assert!(nix::unistd::geteuid().is_root(), "these tests create real containers and must run as root");
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests create real containers and must run as root"
+    );
 }
 
 fn repo_root() -> PathBuf {
@@ -37,9 +40,14 @@ fn repo_root() -> PathBuf {
 fn base_rootfs() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("busybox-rootfs-{}", std::process::id()));
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("busybox-rootfs-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new(repo_root().join("scripts/make-busybox-rootfs.sh")).arg(&dir).stderr(Stdio::null()).status().expect("running make-busybox-rootfs.sh");
+        let status = Command::new(repo_root().join("scripts/make-busybox-rootfs.sh"))
+            .arg(&dir)
+            .stderr(Stdio::null())
+            .status()
+            .expect("running make-busybox-rootfs.sh");
         assert!(status.success(), "make-busybox-rootfs.sh failed");
         let out = Command::new("gcc")
             .args(["-static", "-O1", "-o"])
@@ -47,7 +55,11 @@ fn base_rootfs() -> &'static Path {
             .arg(repo_root().join("tests/probe/probe.c"))
             .output()
             .expect("running gcc (install gcc and libc6-dev)");
-        assert!(out.status.success(), "compiling the probe: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "compiling the probe: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         dir
     })
 }
@@ -71,12 +83,32 @@ impl Bundle {
         require_root();
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let id = format!("bt-{}-{n}", std::process::id());
-        let dir = tempfile::Builder::new().prefix("berth-bundle-").tempdir().expect("tempdir");
-        let state_root = tempfile::Builder::new().prefix("berth-state-").tempdir().expect("tempdir");
-        let out = Command::new("cp").arg("-a").arg(base_rootfs()).arg(dir.path().join("rootfs")).output().expect("cp");
-        assert!(out.status.success(), "copying the rootfs: {}", String::from_utf8_lossy(&out.stderr));
+        let dir = tempfile::Builder::new()
+            .prefix("berth-bundle-")
+            .tempdir()
+            .expect("tempdir");
+        let state_root = tempfile::Builder::new()
+            .prefix("berth-state-")
+            .tempdir()
+            .expect("tempdir");
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(base_rootfs())
+            .arg(dir.path().join("rootfs"))
+            .output()
+            .expect("cp");
+        assert!(
+            out.status.success(),
+            "copying the rootfs: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let spec = default_spec(args, &id);
-        Bundle { dir, state_root, id, spec }
+        Bundle {
+            dir,
+            state_root,
+            id,
+            spec,
+        }
     }
 
     pub fn rootfs(&self) -> PathBuf {
@@ -84,11 +116,18 @@ impl Bundle {
     }
 
     pub fn cgroups_path(&self) -> String {
-        self.spec["linux"]["cgroupsPath"].as_str().unwrap_or_default().to_owned()
+        self.spec["linux"]["cgroupsPath"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
     }
 
     fn write_spec(&self) {
-        std::fs::write(self.dir.path().join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+        std::fs::write(
+            self.dir.path().join("config.json"),
+            serde_json::to_vec_pretty(&self.spec).unwrap(),
+        )
+        .unwrap();
     }
 
     /// A runtime command with `--root` set.
@@ -136,7 +175,11 @@ impl Bundle {
 
     pub fn state(&self) -> Value {
         let out = self.rt(&["state", &self.id]);
-        assert!(out.status.success(), "state: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "state: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("state JSON")
     }
 
@@ -144,7 +187,11 @@ impl Bundle {
     pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
         let rel = self.cgroups_path();
         let mut out = Vec::new();
-        for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             out.push(entry.path().join(rel.trim_start_matches('/')));
         }
         out.push(PathBuf::from("/sys/fs/cgroup").join(rel.trim_start_matches('/')));
@@ -153,18 +200,33 @@ impl Bundle {
 
     /// Nothing of this container may remain: state, cgroups, processes, mounts.
     pub fn assert_no_leftovers(&self) {
-        assert!(!self.state_root.path().join(&self.id).exists(), "state directory of {} left behind", self.id);
+        assert!(
+            !self.state_root.path().join(&self.id).exists(),
+            "state directory of {} left behind",
+            self.id
+        );
         // The leaf must be gone; its unique parent (like /berth for real containers) is
         // removed by Drop.
         for leftover in self.cgroup_dirs() {
-            assert!(!leftover.exists(), "cgroup {} left behind", leftover.display());
+            assert!(
+                !leftover.exists(),
+                "cgroup {} left behind",
+                leftover.display()
+            );
         }
         let bundle = self.dir.path().to_string_lossy().to_string();
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(!mounts.contains(&bundle), "a mount under {bundle} is left behind");
+        assert!(
+            !mounts.contains(&bundle),
+            "a mount under {bundle} is left behind"
+        );
         for p in std::fs::read_dir("/proc").unwrap().flatten() {
             if let Ok(root) = std::fs::read_link(p.path().join("root")) {
-                assert!(!root.to_string_lossy().starts_with(&bundle), "process {} still runs in the container", p.file_name().to_string_lossy());
+                assert!(
+                    !root.to_string_lossy().starts_with(&bundle),
+                    "process {} still runs in the container",
+                    p.file_name().to_string_lossy()
+                );
             }
         }
     }
@@ -172,11 +234,25 @@ impl Bundle {
 
 impl Drop for Bundle {
     fn drop(&mut self) {
-        let _ = self.cmd(&["delete", "--force", &self.id]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self
+            .cmd(&["delete", "--force", &self.id])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
         // Remove cgroups (leaf first) a failed test may have left.
         let mut dirs = self.cgroup_dirs();
-        let top = self.cgroups_path().trim_start_matches('/').split('/').next().unwrap_or_default().to_owned();
-        for entry in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let top = self
+            .cgroups_path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        for entry in std::fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             dirs.push(entry.path().join(&top));
         }
         for d in dirs {
@@ -224,7 +300,13 @@ pub fn default_spec(args: &[&str], id: &str) -> Value {
 pub fn docker_caps() -> Vec<String> {
     berth_runtime::capabilities::DOCKER_DEFAULT
         .iter()
-        .map(|c| serde_json::to_value(c).unwrap().as_str().unwrap().to_owned())
+        .map(|c| {
+            serde_json::to_value(c)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect()
 }
 
@@ -251,7 +333,11 @@ pub fn output_within(mut cmd: Command, limit: Duration) -> Output {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    Output { status, stdout: read_file(out_file), stderr: read_file(err_file) }
+    Output {
+        status,
+        stdout: read_file(out_file),
+        stderr: read_file(err_file),
+    }
 }
 
 fn read_file(mut f: std::fs::File) -> Vec<u8> {
@@ -273,7 +359,13 @@ pub fn stderr(o: &Output) -> String {
 /// Assert success and return stdout.
 #[track_caller]
 pub fn ok(o: &Output) -> String {
-    assert!(o.status.success(), "exit {:?}\nstdout: {}\nstderr: {}", o.status.code(), stdout(o), stderr(o));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout: {}\nstderr: {}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
     stdout(o)
 }
 

@@ -258,8 +258,17 @@ impl Cgroup {
     /// controller and is not joined.
     pub fn self_join_files(&self) -> Vec<PathBuf> {
         match self {
-            Cgroup::V1(cgroup) => cgroup.paths().into_iter().filter(|p| p.name != "unified").map(|p| p.dir.join("tasks")).collect(),
-            Cgroup::V2(cgroup) => cgroup.paths().into_iter().map(|p| p.dir.join("cgroup.procs")).collect(),
+            Cgroup::V1(cgroup) => cgroup
+                .paths()
+                .into_iter()
+                .filter(|p| p.name != "unified")
+                .map(|p| p.dir.join("tasks"))
+                .collect(),
+            Cgroup::V2(cgroup) => cgroup
+                .paths()
+                .into_iter()
+                .map(|p| p.dir.join("cgroup.procs"))
+                .collect(),
         }
     }
 

@@ -45,7 +45,11 @@ impl Created {
     /// After [`Container::start`]: wait until init has exec'd the program, and report what
     /// went wrong if it could not (a missing library, a failing startContainer hook...).
     pub fn wait_for_exec(&self) -> Result<()> {
-        match self.channel.recv().ctx(|| "waiting for the container's program to start".into())? {
+        match self
+            .channel
+            .recv()
+            .ctx(|| "waiting for the container's program to start".into())?
+        {
             None => Ok(()),
             Some((Msg::Error { step, message }, _)) => Err(RuntimeError::Init { step, message }),
             Some((other, _)) => Err(unexpected(other)),
@@ -68,7 +72,8 @@ impl Drop for Cleanup {
         }
         if let Some(cg) = self.cgroup.take() {
             for pid in cg.pids().unwrap_or_default() {
-                let _ = nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ =
+                    nix::sys::signal::kill(Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }
             if let Err(e) = cg.destroy() {
                 tracing::warn!(error = %e, "removing the cgroup of a failed create");
@@ -84,22 +89,46 @@ impl Runtime {
     /// Create a container: on success its init waits for [`Container::start`].
     #[tracing::instrument(name = "create", skip_all, fields(container.id = %opts.id))]
     pub fn create(&self, opts: CreateOptions) -> Result<Created> {
-        let CreateOptions { id, bundle, mut spec, preserve_fds } = opts;
-        let bundle = std::fs::canonicalize(&bundle).ctx(|| format!("bundle {}", bundle.display()))?;
-        spec.canonicalize_rootfs(&bundle).map_err(|e| RuntimeError::invalid("root.path", e.to_string()))?;
-        let rootfs = spec.root().as_ref().map(|r| r.path().clone()).ok_or_else(|| RuntimeError::invalid("root", "missing: the spec must name a root filesystem"))?;
+        let CreateOptions {
+            id,
+            bundle,
+            mut spec,
+            preserve_fds,
+        } = opts;
+        let bundle =
+            std::fs::canonicalize(&bundle).ctx(|| format!("bundle {}", bundle.display()))?;
+        spec.canonicalize_rootfs(&bundle)
+            .map_err(|e| RuntimeError::invalid("root.path", e.to_string()))?;
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| r.path().clone())
+            .ok_or_else(|| {
+                RuntimeError::invalid("root", "missing: the spec must name a root filesystem")
+            })?;
         if !rootfs.is_dir() {
-            return Err(RuntimeError::invalid("root.path", format!("{} is not a directory", rootfs.display())));
+            return Err(RuntimeError::invalid(
+                "root.path",
+                format!("{} is not a directory", rootfs.display()),
+            ));
         }
-        let process = spec.process().clone().ok_or_else(|| RuntimeError::invalid("process", "missing: the spec must say what to run"))?;
+        let process = spec.process().clone().ok_or_else(|| {
+            RuntimeError::invalid("process", "missing: the spec must say what to run")
+        })?;
         if process.args().as_ref().is_none_or(|a| a.is_empty()) {
-            return Err(RuntimeError::invalid("process.args", "no command given: args must have at least one element"));
+            return Err(RuntimeError::invalid(
+                "process.args",
+                "no command given: args must have at least one element",
+            ));
         }
         let ns = crate::namespaces::plan(&spec)?;
         crate::rootfs::validate(&spec)?;
         crate::process::validate_rlimits(&process)?;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(crate::seccomp::compile_cached(s, &self.root.join(".seccomp"))?),
+            Some(s) => Some(crate::seccomp::compile_cached(
+                s,
+                &self.root.join(".seccomp"),
+            )?),
             None => None,
         };
         let cgroups_path = match spec.linux().as_ref().and_then(|l| l.cgroups_path().clone()) {
@@ -113,14 +142,21 @@ impl Runtime {
             None => PathBuf::from(format!("/berth/{id}")),
         };
 
-        std::fs::create_dir_all(&self.root).ctx(|| format!("creating state root {}", self.root.display()))?;
+        std::fs::create_dir_all(&self.root)
+            .ctx(|| format!("creating state root {}", self.root.display()))?;
         let dir = self.container_dir(&id);
         match std::fs::create_dir(&dir) {
             Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(RuntimeError::AlreadyExists(id)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(RuntimeError::AlreadyExists(id))
+            }
             Err(e) => return Err(e).ctx(|| format!("creating {}", dir.display())),
         }
-        let mut cleanup = Cleanup { dir: Some(dir.clone()), cgroup: None, children: Vec::new() };
+        let mut cleanup = Cleanup {
+            dir: Some(dir.clone()),
+            cgroup: None,
+            children: Vec::new(),
+        };
 
         let mode = self.cgroup_mode()?;
         let cgroup = self.cgroup(&cgroups_path)?;
@@ -129,28 +165,64 @@ impl Runtime {
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             cgroup.apply(res)?;
         }
-        let view = cgroup_view(mode, cgroup, ns.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP));
+        let view = cgroup_view(
+            mode,
+            cgroup,
+            ns.clone_flags
+                .contains(nix::sched::CloneFlags::CLONE_NEWCGROUP),
+        );
 
         let fifo = dir.join(EXEC_FIFO);
-        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600)).ctx(|| "creating exec.fifo".into())?;
+        nix::unistd::mkfifo(&fifo, Mode::from_bits_truncate(0o600))
+            .ctx(|| "creating exec.fifo".into())?;
         // In a user namespace, init is the mapped root: it must be able to reach and open
         // the fifo (as runc arranges it too).
         if let Some((uid, gid)) = mapped_root(&spec) {
-            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711)).ctx(|| format!("chmod {}", dir.display()))?;
-            nix::unistd::chown(&fifo, Some(nix::unistd::Uid::from_raw(uid)), Some(nix::unistd::Gid::from_raw(gid))).ctx(|| "chown exec.fifo".into())?;
+            std::fs::set_permissions(&dir, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+                .ctx(|| format!("chmod {}", dir.display()))?;
+            nix::unistd::chown(
+                &fifo,
+                Some(nix::unistd::Uid::from_raw(uid)),
+                Some(nix::unistd::Gid::from_raw(gid)),
+            )
+            .ctx(|| "chown exec.fifo".into())?;
         }
-        let config = serde_json::to_vec(&spec).map_err(std::io::Error::other).ctx(|| "encoding the spec".into())?;
+        let config = serde_json::to_vec(&spec)
+            .map_err(std::io::Error::other)
+            .ctx(|| "encoding the spec".into())?;
         write_atomic(&dir.join(CONFIG_FILE), &config)?;
-        let state_dir = nix::fcntl::open(&dir, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC, Mode::empty())
-            .ctx(|| format!("opening {}", dir.display()))?;
+        let state_dir = nix::fcntl::open(
+            &dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .ctx(|| format!("opening {}", dir.display()))?;
 
         let cgroup_files = cgroup.self_join_files();
-        let (runtime_end, child_end) = Channel::pair().ctx(|| "creating the sync channel".into())?;
+        let (runtime_end, child_end) =
+            Channel::pair().ctx(|| "creating the sync channel".into())?;
         let child = match fork().ctx(|| "fork".into())? {
             Forked::Child => {
                 drop(runtime_end);
-                intermediate(&child_end, &Intermediate { ns: &ns, spec: &spec, cgroup_files: &cgroup_files });
-                let plan = InitPlan { spec: &spec, rootfs: &rootfs, ns: &ns, cgroups: &view, seccomp: seccomp.as_ref(), state_dir: &state_dir, preserve_fds };
+                intermediate(
+                    &child_end,
+                    &Intermediate {
+                        ns: &ns,
+                        spec: &spec,
+                        cgroup_files: &cgroup_files,
+                    },
+                );
+                let plan = InitPlan {
+                    spec: &spec,
+                    rootfs: &rootfs,
+                    ns: &ns,
+                    cgroups: &view,
+                    seccomp: seccomp.as_ref(),
+                    state_dir: &state_dir,
+                    preserve_fds,
+                };
                 container_init(&child_end, &plan);
             }
             Forked::Parent(pid) => pid,
@@ -161,7 +233,9 @@ impl Runtime {
         let chan = runtime_end;
 
         if ns.new_user {
-            expect(&chan, "creating the user namespace", |m| matches!(m, Msg::MapIds))?;
+            expect(&chan, "creating the user namespace", |m| {
+                matches!(m, Msg::MapIds)
+            })?;
             crate::namespaces::write_id_maps(child.as_raw(), &spec)?;
         }
         chan.send(&Msg::Continue).ctx(|| "sync".into())?;
@@ -190,8 +264,16 @@ impl Runtime {
                 (Msg::NamespacesReady, _) => {
                     let hooks = spec.hooks().as_ref();
                     let hs = serde_json::to_vec(&serde_json::json!({"ociVersion": spec.version(), "id": id, "status": "creating", "pid": init_pid.as_raw(), "bundle": state.bundle, "annotations": state.annotations})).unwrap_or_default();
-                    crate::hooks::run_hooks("prestart", hooks.and_then(|h| h.prestart().as_ref()), &hs)?;
-                    crate::hooks::run_hooks("createRuntime", hooks.and_then(|h| h.create_runtime().as_ref()), &hs)?;
+                    crate::hooks::run_hooks(
+                        "prestart",
+                        hooks.and_then(|h| h.prestart().as_ref()),
+                        &hs,
+                    )?;
+                    crate::hooks::run_hooks(
+                        "createRuntime",
+                        hooks.and_then(|h| h.create_runtime().as_ref()),
+                        &hs,
+                    )?;
                     chan.send(&Msg::Continue).ctx(|| "sync".into())?;
                 }
                 (Msg::Terminal, fd) => terminal = fd,
@@ -199,8 +281,15 @@ impl Runtime {
                 (other, _) => return Err(unexpected(other)),
             }
         }
-        let pid_start_time = process_start_time(init_pid.as_raw()).ok_or_else(|| RuntimeError::Init { step: "after set-up".into(), message: "the container's init exited".into() })?;
-        let state = ContainerState { pid_start_time, ..state };
+        let pid_start_time =
+            process_start_time(init_pid.as_raw()).ok_or_else(|| RuntimeError::Init {
+                step: "after set-up".into(),
+                message: "the container's init exited".into(),
+            })?;
+        let state = ContainerState {
+            pid_start_time,
+            ..state
+        };
         state.save(&dir)?;
 
         // Success: the container now owns its cgroup, directory and process.
@@ -208,7 +297,15 @@ impl Runtime {
         cleanup.cgroup = None;
         cleanup.children.clear();
         drop(cleanup);
-        Ok(Created { container: Container { runtime: self.clone(), dir, state }, terminal, channel: chan })
+        Ok(Created {
+            container: Container {
+                runtime: self.clone(),
+                dir,
+                state,
+            },
+            terminal,
+            channel: chan,
+        })
     }
 }
 
@@ -216,7 +313,10 @@ impl Runtime {
 fn mapped_root(spec: &Spec) -> Option<(u32, u32)> {
     let linux = spec.linux().as_ref()?;
     let find = |maps: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        maps.iter().flatten().find(|m| m.container_id() == 0).map(|m| m.host_id())
+        maps.iter()
+            .flatten()
+            .find(|m| m.container_id() == 0)
+            .map(|m| m.host_id())
     };
     Some((find(linux.uid_mappings())?, find(linux.gid_mappings())?))
 }
@@ -224,15 +324,26 @@ fn mapped_root(spec: &Spec) -> Option<(u32, u32)> {
 fn cgroup_view(mode: CgroupMode, cgroup: &Cgroup, has_cgroupns: bool) -> CgroupView {
     let paths = cgroup.paths();
     match mode {
-        CgroupMode::V2 => CgroupView::Unified { host_dir: paths.first().map(|p| p.dir.clone()).unwrap_or_default(), has_cgroupns },
+        CgroupMode::V2 => CgroupView::Unified {
+            host_dir: paths.first().map(|p| p.dir.clone()).unwrap_or_default(),
+            has_cgroupns,
+        },
         CgroupMode::V1 | CgroupMode::Hybrid => CgroupView::Legacy(
             paths
                 .into_iter()
                 .filter(|p| p.name != "unified")
                 .map(|p| {
                     let name = p.name.trim_start_matches("name=").to_owned();
-                    let aliases = if name.contains(',') { name.split(',').map(str::to_owned).collect() } else { Vec::new() };
-                    CgroupMountSource { name, host_dir: p.dir, aliases }
+                    let aliases = if name.contains(',') {
+                        name.split(',').map(str::to_owned).collect()
+                    } else {
+                        Vec::new()
+                    };
+                    CgroupMountSource {
+                        name,
+                        host_dir: p.dir,
+                        aliases,
+                    }
                 })
                 .collect(),
         ),
@@ -241,10 +352,16 @@ fn cgroup_view(mode: CgroupMode, cgroup: &Cgroup, has_cgroupns: bool) -> CgroupV
 
 /// Receive the next message; a child's `Error` or its death becomes our error.
 pub(crate) fn recv(chan: &Channel, doing: &str) -> Result<(Msg, Option<OwnedFd>)> {
-    match chan.recv().ctx(|| format!("{doing}: reading from the container process"))? {
+    match chan
+        .recv()
+        .ctx(|| format!("{doing}: reading from the container process"))?
+    {
         Some((Msg::Error { step, message }, _)) => Err(RuntimeError::Init { step, message }),
         Some(m) => Ok(m),
-        None => Err(RuntimeError::Init { step: doing.to_owned(), message: "the container process exited unexpectedly".to_owned() }),
+        None => Err(RuntimeError::Init {
+            step: doing.to_owned(),
+            message: "the container process exited unexpectedly".to_owned(),
+        }),
     }
 }
 
@@ -258,6 +375,8 @@ pub(crate) fn expect(chan: &Channel, doing: &str, ok: impl Fn(&Msg) -> bool) -> 
 }
 
 pub(crate) fn unexpected(m: Msg) -> RuntimeError {
-    RuntimeError::Init { step: "sync".into(), message: format!("unexpected message {m:?}") }
+    RuntimeError::Init {
+        step: "sync".into(),
+        message: format!("unexpected message {m:?}"),
+    }
 }
-

@@ -41,12 +41,20 @@ impl Container {
         let spec = self.spec()?;
         crate::process::validate_rlimits(&opts.process)?;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
-            Some(s) => Some(crate::seccomp::compile_cached(s, &self.runtime.root.join(".seccomp"))?),
+            Some(s) => Some(crate::seccomp::compile_cached(
+                s,
+                &self.runtime.root.join(".seccomp"),
+            )?),
             None => None,
         };
         // Join every namespace the container's init is in that differs from ours.
         let mut ns = NamespacePlan::default();
-        for n in spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default() {
+        for n in spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.namespaces().clone())
+            .unwrap_or_default()
+        {
             let theirs = namespace_path(self.state.pid, n.typ());
             let ours = namespace_path(std::process::id() as i32, n.typ());
             let same = match (std::fs::metadata(&theirs), std::fs::metadata(&ours)) {
@@ -54,7 +62,8 @@ impl Container {
                 _ => false,
             };
             if !same {
-                let f = std::fs::File::open(&theirs).ctx(|| format!("opening {}", theirs.display()))?;
+                let f =
+                    std::fs::File::open(&theirs).ctx(|| format!("opening {}", theirs.display()))?;
                 ns.join.push((n.typ(), f.into()));
             }
         }
@@ -65,12 +74,27 @@ impl Container {
         });
         let cgroup_files = self.cgroup()?.self_join_files();
 
-        let (runtime_end, child_end) = Channel::pair().ctx(|| "creating the sync channel".into())?;
+        let (runtime_end, child_end) =
+            Channel::pair().ctx(|| "creating the sync channel".into())?;
         let child = match fork().ctx(|| "fork".into())? {
             Forked::Child => {
                 drop(runtime_end);
-                intermediate(&child_end, &Intermediate { ns: &ns, spec: &spec, cgroup_files: &cgroup_files });
-                exec_process(&child_end, &ExecPlan { process: &opts.process, seccomp: seccomp.as_ref(), preserve_fds: opts.preserve_fds });
+                intermediate(
+                    &child_end,
+                    &Intermediate {
+                        ns: &ns,
+                        spec: &spec,
+                        cgroup_files: &cgroup_files,
+                    },
+                );
+                exec_process(
+                    &child_end,
+                    &ExecPlan {
+                        process: &opts.process,
+                        seccomp: seccomp.as_ref(),
+                        preserve_fds: opts.preserve_fds,
+                    },
+                );
             }
             Forked::Parent(pid) => pid,
         };
@@ -107,7 +131,9 @@ impl Container {
             // The channel closes on a successful execve; an error arrives otherwise.
             match chan.recv().ctx(|| "waiting for exec".into())? {
                 None => Ok(()),
-                Some((Msg::Error { step, message }, _)) => Err(crate::error::RuntimeError::Init { step, message }),
+                Some((Msg::Error { step, message }, _)) => {
+                    Err(crate::error::RuntimeError::Init { step, message })
+                }
                 Some((other, _)) => Err(unexpected(other)),
             }
         })();
@@ -115,6 +141,9 @@ impl Container {
             kill(pid);
             return Err(e);
         }
-        Ok(Executed { pid: pid.as_raw(), terminal })
+        Ok(Executed {
+            pid: pid.as_raw(),
+            terminal,
+        })
     }
 }

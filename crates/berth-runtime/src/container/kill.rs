@@ -1,7 +1,7 @@
 //! `kill`: send a signal to the container's init (or every process with `all`).
 
-use nix::sys::signal::Signal;
 use crate::state::Status;
+use nix::sys::signal::Signal;
 
 use super::Container;
 use crate::error::{IoContext, Result};
@@ -20,12 +20,14 @@ impl Container {
             }
             return Ok(());
         }
-        let pidfd = crate::sys::fd::pidfd_open(self.state.pid).ctx(|| format!("opening init (pid {}) of {}", self.state.pid, self.state.id))?;
+        let pidfd = crate::sys::fd::pidfd_open(self.state.pid)
+            .ctx(|| format!("opening init (pid {}) of {}", self.state.pid, self.state.id))?;
         // Re-check after opening the pidfd: if the pid was recycled in between, the start
         // time differs and we must not signal.
         if !self.init_alive() {
             return Err(self.wrong_state(Status::Stopped, "there is no process to signal"));
         }
-        crate::sys::fd::pidfd_send_signal(&pidfd, signal as i32).ctx(|| format!("sending {signal} to {}", self.state.id))
+        crate::sys::fd::pidfd_send_signal(&pidfd, signal as i32)
+            .ctx(|| format!("sending {signal} to {}", self.state.id))
     }
 }

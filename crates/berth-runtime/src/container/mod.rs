@@ -35,7 +35,10 @@ impl Runtime {
     /// A runtime keeping its state under `root` (runc uses `/run/runc`; we default to
     /// `/run/berth-runc` in the CLI).
     pub fn new(root: impl Into<PathBuf>) -> Runtime {
-        Runtime { root: root.into(), cgroup_root: PathBuf::from(cgroups::DEFAULT_MOUNT_ROOT) }
+        Runtime {
+            root: root.into(),
+            cgroup_root: PathBuf::from(cgroups::DEFAULT_MOUNT_ROOT),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -51,14 +54,22 @@ impl Runtime {
     }
 
     pub(crate) fn cgroup(&self, cgroups_path: &Path) -> Result<Cgroup> {
-        Ok(cgroups::new_manager(self.cgroup_mode()?, &self.cgroup_root, cgroups_path)?)
+        Ok(cgroups::new_manager(
+            self.cgroup_mode()?,
+            &self.cgroup_root,
+            cgroups_path,
+        )?)
     }
 
     /// Load a container by id.
     pub fn load(&self, id: &ContainerId) -> Result<Container> {
         let dir = self.container_dir(id);
         let state = ContainerState::load(&dir, id)?;
-        Ok(Container { runtime: self.clone(), dir, state })
+        Ok(Container {
+            runtime: self.clone(),
+            dir,
+            state,
+        })
     }
 
     /// Every container under the root, sorted by id. Entries whose state cannot be read are
@@ -72,7 +83,11 @@ impl Runtime {
         let mut out = Vec::new();
         for entry in entries {
             let entry = entry.ctx(|| format!("listing {}", self.root.display()))?;
-            let Some(id) = entry.file_name().to_str().and_then(|s| s.parse::<ContainerId>().ok()) else {
+            let Some(id) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<ContainerId>().ok())
+            else {
                 continue;
             };
             if let Ok(c) = self.load(&id) {
@@ -127,7 +142,11 @@ impl Container {
     /// The OCI state document (`runc state` prints this, plus a few runc fields).
     pub fn oci_state(&self) -> serde_json::Value {
         let status = self.status();
-        let pid = if status == Status::Stopped { 0 } else { self.state.pid };
+        let pid = if status == Status::Stopped {
+            0
+        } else {
+            self.state.pid
+        };
         serde_json::json!({
             "ociVersion": "1.2.0",
             "id": self.state.id,
@@ -144,7 +163,10 @@ impl Container {
     /// The spec the container was created from.
     pub fn spec(&self) -> Result<Spec> {
         let path = self.dir.join(CONFIG_FILE);
-        Spec::load(&path).map_err(|e| RuntimeError::Io { context: format!("reading {}", path.display()), source: std::io::Error::other(e.to_string()) })
+        Spec::load(&path).map_err(|e| RuntimeError::Io {
+            context: format!("reading {}", path.display()),
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     pub fn cgroup(&self) -> Result<Cgroup> {
@@ -162,7 +184,11 @@ impl Container {
     }
 
     fn wrong_state(&self, status: Status, hint: &'static str) -> RuntimeError {
-        RuntimeError::WrongState { id: self.state.id.clone(), status: crate::state::status_word(status).to_owned(), hint }
+        RuntimeError::WrongState {
+            id: self.state.id.clone(),
+            status: crate::state::status_word(status).to_owned(),
+            hint,
+        }
     }
 
     /// OCI state JSON for hooks run by the runtime.

@@ -18,7 +18,10 @@ const MAGIC: &[u8; 8] = b"BSECCMP1";
 
 /// Compile `seccomp`, or load the program compiled earlier for the same profile from
 /// `cache_dir`. Failing to use the cache is never an error: we compile instead.
-pub fn compile_cached(seccomp: &LinuxSeccomp, cache_dir: &Path) -> Result<SeccompProgram, SeccompError> {
+pub fn compile_cached(
+    seccomp: &LinuxSeccomp,
+    cache_dir: &Path,
+) -> Result<SeccompProgram, SeccompError> {
     let Some(key) = cache_key(seccomp) else {
         return compile(seccomp);
     };
@@ -39,7 +42,13 @@ fn cache_key(seccomp: &LinuxSeccomp) -> Option<String> {
     let mut h = Sha256::new();
     h.update(MAGIC);
     // The program depends on the profile, the libseccomp that compiled it and our code.
-    h.update(format!("libseccomp {}.{}.{}\0berth {}\0", v.major, v.minor, v.micro, env!("CARGO_PKG_VERSION")));
+    h.update(format!(
+        "libseccomp {}.{}.{}\0berth {}\0",
+        v.major,
+        v.minor,
+        v.micro,
+        env!("CARGO_PKG_VERSION")
+    ));
     h.update(&profile);
     Some(h.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }
@@ -60,19 +69,30 @@ fn encode(program: &SeccompProgram) -> Vec<u8> {
 fn decode(bytes: &[u8]) -> Option<SeccompProgram> {
     let rest = bytes.strip_prefix(MAGIC)?;
     let (flags, body) = rest.split_at_checked(4)?;
-    if body.is_empty() || body.len() % 8 != 0 || body.len() / 8 > MAX_INSTRUCTIONS {
+    if body.is_empty() || !body.len().is_multiple_of(8) || body.len() / 8 > MAX_INSTRUCTIONS {
         return None;
     }
     let instructions = body
         .chunks_exact(8)
-        .map(|c| libc::sock_filter { code: u16::from_le_bytes([c[0], c[1]]), jt: c[2], jf: c[3], k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]) })
+        .map(|c| libc::sock_filter {
+            code: u16::from_le_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_le_bytes([c[4], c[5], c[6], c[7]]),
+        })
         .collect();
-    Some(SeccompProgram { instructions, flags: u32::from_le_bytes(flags.try_into().ok()?) })
+    Some(SeccompProgram {
+        instructions,
+        flags: u32::from_le_bytes(flags.try_into().ok()?),
+    })
 }
 
 fn store(dir: &Path, path: &Path, program: &SeccompProgram) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)?;
     let mut tmp = tempfile_in(dir)?;
     tmp.1.write_all(&encode(program))?;
     std::fs::rename(&tmp.0, path)
@@ -81,8 +101,16 @@ fn store(dir: &Path, path: &Path, program: &SeccompProgram) -> std::io::Result<(
 /// A uniquely named temporary file in `dir` (renamed over the entry, so concurrent
 /// writers of the same entry are harmless).
 fn tempfile_in(dir: &Path) -> std::io::Result<(std::path::PathBuf, std::fs::File)> {
-    let name = dir.join(format!(".tmp-{}-{:?}", std::process::id(), std::thread::current().id()));
-    let file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).open(&name)?;
+    let name = dir.join(format!(
+        ".tmp-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&name)?;
     Ok((name, file))
 }
 
@@ -113,7 +141,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let profile = docker_default(&DOCKER_DEFAULT);
         let good = compile_cached(&profile, dir.path()).unwrap();
-        let entry = std::fs::read_dir(dir.path()).unwrap().next().unwrap().unwrap().path();
+        let entry = std::fs::read_dir(dir.path())
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
         for junk in [&b""[..], b"BSECCMP1\0\0\0\0abc", b"not a cache file at all"] {
             std::fs::write(&entry, junk).unwrap();
             assert!(same(&good, &compile_cached(&profile, dir.path()).unwrap()));
@@ -124,7 +157,11 @@ mod tests {
     fn different_profiles_get_different_entries() {
         let dir = tempfile::tempdir().unwrap();
         compile_cached(&docker_default(&DOCKER_DEFAULT), dir.path()).unwrap();
-        compile_cached(&docker_default(&[oci_spec::runtime::Capability::SysAdmin]), dir.path()).unwrap();
+        compile_cached(
+            &docker_default(&[oci_spec::runtime::Capability::SysAdmin]),
+            dir.path(),
+        )
+        .unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
     }
 }

@@ -18,7 +18,6 @@
 mod cache;
 mod default_profile;
 
-
 use std::fmt;
 use std::io::{self, Read};
 use std::mem;
@@ -33,9 +32,9 @@ use oci_spec::runtime::{
     LinuxSeccompOperator, LinuxSyscall,
 };
 
+pub use crate::sys::seccomp::load;
 pub use cache::compile_cached;
 pub use default_profile::docker_default;
-pub use crate::sys::seccomp::load;
 
 /// The errno a filter returns when the spec asks for SCMP_ACT_ERRNO without saying which.
 /// EPERM is what runc and crun use.
@@ -459,7 +458,7 @@ fn export(filter: &ScmpFilterContext) -> Result<Vec<u8>, SeccompError> {
 /// native byte order: a 16-bit opcode, two 8-bit jump offsets and a 32-bit operand.
 fn parse_instructions(bytes: &[u8]) -> Result<Vec<libc::sock_filter>, SeccompError> {
     const SIZE: usize = mem::size_of::<libc::sock_filter>();
-    if bytes.is_empty() || bytes.len() % SIZE != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(SIZE) {
         return Err(SeccompError::MalformedExport { bytes: bytes.len() });
     }
     let count = bytes.len() / SIZE;

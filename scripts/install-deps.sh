@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install what berth needs on Debian 12 (as root): the C pieces the build links or runs
+# (libseccomp, gcc for the static test probe), busybox-static for offline root filesystems,
+# iproute2 and procps for tests, and the reference runtimes and hyperfine for the benchmark.
+set -euo pipefail
+
+packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 procps crun runc hyperfine ca-certificates)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    for dir in "$HOME/.cargo/bin" /root/.cargo/bin /usr/local/cargo/bin; do
+        [ -x "$dir/cargo" ] && export PATH="$dir:$PATH" && break
+    done
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "error: cargo not found; install a Rust toolchain (1.85 or newer) with rustup first" >&2
+    exit 1
+fi
