@@ -27,6 +27,7 @@ pub fn exec(runtime: &Runtime, a: ExecArgs) -> Result<i32> {
         .exec(ExecOptions {
             process,
             preserve_fds: a.preserve_fds,
+            stdio: None,
         })
         .with_context(|| format!("exec in container {id}"))?;
     if let Some(path) = &a.pid_file {

@@ -33,6 +33,7 @@ pub fn create(runtime: &Runtime, a: CreateArgs) -> Result<berth_runtime::Created
             bundle: a.bundle.clone(),
             spec,
             preserve_fds: a.preserve_fds,
+            stdio: None,
         })
         .with_context(|| format!("creating container {id}"))?;
     if let Some(path) = &a.pid_file {

@@ -476,3 +476,107 @@ impl Drop for NetNs {
             .status();
     }
 }
+
+#[test]
+fn dev_has_the_standard_nodes() {
+    let b = Bundle::new(&[
+        "sh",
+        "-c",
+        "for d in null zero full random urandom tty; do stat -c '%n %t:%T %a' /dev/$d; done; \
+         readlink /dev/ptmx; readlink /dev/fd; \
+         grep -E ' /dev/(pts|shm|mqueue) ' /proc/self/mountinfo | awk '{for (i = 7; i <= NF; i++) if ($i == \"-\") print $5, $(i + 1)}'; \\
+         echo x > /dev/null && head -c 4 /dev/zero | wc -c",
+    ]);
+    let out = ok(&b.run());
+    for node in [
+        "/dev/null 1:3 666",
+        "/dev/zero 1:5 666",
+        "/dev/full 1:7 666",
+        "/dev/random 1:8 666",
+        "/dev/urandom 1:9 666",
+        "/dev/tty 5:0 666",
+    ] {
+        assert!(out.contains(node), "missing {node}:\n{out}");
+    }
+    assert!(
+        out.contains("pts/ptmx\n"),
+        "/dev/ptmx must point at the container's devpts:\n{out}"
+    );
+    assert!(out.contains("/proc/self/fd\n"), "{out}");
+    for m in ["/dev/pts devpts", "/dev/shm tmpfs", "/dev/mqueue mqueue"] {
+        assert!(out.contains(m), "missing mount {m}:\n{out}");
+    }
+    assert!(out.trim_end().ends_with('4'), "{out}");
+}
+
+#[test]
+fn bind_and_tmpfs_mount_options() {
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "cat /data/file; echo new > /data/x 2>&1 || echo RO; \
+         grep ' /data ' /proc/self/mountinfo | cut -d' ' -f6; \
+         cp /bin/busybox /scratch/bb && /scratch/bb true 2>/dev/null || echo NOEXEC; \
+         stat -c '%a' /scratch; grep ' /scratch ' /proc/self/mountinfo | sed 's/.* - //'",
+    ]);
+    let host_dir = b.dir.path().join("hostdata");
+    std::fs::create_dir(&host_dir).unwrap();
+    std::fs::write(host_dir.join("file"), "from the host\n").unwrap();
+    b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/data", "type": "bind", "source": host_dir, "options": ["rbind", "ro", "nosuid", "nodev", "rprivate"]}));
+    b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/scratch", "type": "tmpfs", "source": "tmpfs", "options": ["noexec", "size=8m", "mode=1770"]}));
+    let out = ok(&b.run());
+    assert!(out.contains("from the host\n"), "{out}");
+    assert!(
+        out.contains("RO\n") && !host_dir.join("x").exists(),
+        "the bind mount is writable:\n{out}"
+    );
+    let opts = out.lines().nth(2).unwrap();
+    for o in ["ro", "nosuid", "nodev"] {
+        assert!(
+            opts.split(',').any(|x| x == o),
+            "bind mount lacks {o}: {opts}"
+        );
+    }
+    assert!(out.contains("NOEXEC\n"), "the tmpfs is not noexec:\n{out}");
+    assert!(out.contains("1770\n"), "tmpfs mode not applied:\n{out}");
+    assert!(out.contains("size=8192k"), "tmpfs size not applied:\n{out}");
+}
+
+#[test]
+fn process_settings_are_applied() {
+    let mut b = Bundle::new(&[
+        "sh",
+        "-c",
+        "grep -E '^NoNewPrivs' /proc/self/status; cat /proc/self/oom_score_adj; umask; pwd; echo $GREETING",
+    ]);
+    b.spec["process"]["noNewPrivileges"] = json!(true);
+    b.spec["process"]["oomScoreAdj"] = json!(500);
+    b.spec["process"]["user"]["umask"] = json!(0o027);
+    b.spec["process"]["cwd"] = json!("/srv/app");
+    b.spec["process"]["env"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!("GREETING=hello"));
+    let out = ok(&b.run());
+    assert_eq!(out, "NoNewPrivs:\t1\n500\n0027\n/srv/app\nhello\n");
+}
+
+#[test]
+fn cgroup_namespace_roots_the_container() {
+    let mut b = Bundle::new(&["sh", "-c", "cat /proc/self/cgroup; ls /sys/fs/cgroup"]);
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "cgroup"}));
+    let out = ok(&b.run());
+    let cg = b.cgroups_path();
+    assert!(
+        !out.contains(&cg),
+        "the cgroup namespace should hide {cg}:\n{out}"
+    );
+    assert!(out.lines().any(|l| l.ends_with(":/")), "{out}");
+    assert!(
+        out.contains("memory") || out.contains("cgroup.controllers"),
+        "/sys/fs/cgroup is empty:\n{out}"
+    );
+}

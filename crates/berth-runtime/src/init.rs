@@ -161,6 +161,7 @@ pub(crate) struct InitPlan<'a> {
     /// The container's state directory, where `exec.fifo` lives.
     pub state_dir: &'a OwnedFd,
     pub preserve_fds: i32,
+    pub stdio: Option<&'a crate::container::Stdio>,
 }
 
 /// The container's init: set up the root filesystem and the process, report `Created`,
@@ -170,6 +171,15 @@ pub(crate) fn container_init(chan: &Channel, plan: &InitPlan<'_>) -> ! {
         Ok(never) => match never {},
         Err((step, e)) => fail(chan, &step, e),
     }
+}
+
+/// Make the given descriptors this process's stdin, stdout and stderr.
+fn use_stdio(stdio: Option<&crate::container::Stdio>) -> Result<()> {
+    let Some(s) = stdio else { return Ok(()) };
+    nix::unistd::dup2_stdin(&s.stdin)
+        .and_then(|_| nix::unistd::dup2_stdout(&s.stdout))
+        .and_then(|_| nix::unistd::dup2_stderr(&s.stderr))
+        .ctx(|| "dup2 onto stdio".into())
 }
 
 type StepResult<T> = std::result::Result<T, (String, RuntimeError)>;
@@ -186,6 +196,7 @@ fn init_steps(chan: &Channel, plan: &InitPlan<'_>) -> StepResult<Infallible> {
             RuntimeError::invalid("process", "missing"),
         )
     })?;
+    at("setting up stdio", use_stdio(plan.stdio))?;
     let hooks = spec.hooks().as_ref();
     let has_runtime_hooks = hooks.is_some_and(|h| {
         h.prestart().as_ref().is_some_and(|v| !v.is_empty())
@@ -401,6 +412,7 @@ pub(crate) struct ExecPlan<'a> {
     pub process: &'a Process,
     pub seccomp: Option<&'a SeccompProgram>,
     pub preserve_fds: i32,
+    pub stdio: Option<&'a crate::container::Stdio>,
 }
 
 /// An exec'd process, already in every namespace of the container: terminal, cwd, limits,
@@ -408,6 +420,7 @@ pub(crate) struct ExecPlan<'a> {
 pub(crate) fn exec_process(chan: &Channel, plan: &ExecPlan<'_>) -> ! {
     let r = (|| -> StepResult<Infallible> {
         let process = plan.process;
+        at("setting up stdio", use_stdio(plan.stdio))?;
         at(
             "creating a session",
             nix::unistd::setsid().map(|_| ()).ctx(|| "setsid".into()),

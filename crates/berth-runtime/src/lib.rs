@@ -29,7 +29,7 @@ mod sync;
 pub mod sys;
 pub mod user;
 
-pub use container::{Container, CreateOptions, Created, ExecOptions, Executed, Runtime};
+pub use container::{Container, CreateOptions, Created, ExecOptions, Executed, Runtime, Stdio};
 pub use error::RuntimeError;
 pub use namespaces::namespace_path;
 pub use state::ContainerState;

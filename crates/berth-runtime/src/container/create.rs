@@ -31,6 +31,16 @@ pub struct CreateOptions {
     pub spec: Spec,
     /// Keep descriptors 3..3+n open in the container (`--preserve-fds`).
     pub preserve_fds: i32,
+    /// The init's stdin, stdout and stderr (pipes, files, sockets); `None` inherits the
+    /// caller's. A terminal (`process.terminal`) replaces them.
+    pub stdio: Option<Stdio>,
+}
+
+/// Descriptors that become a container process's 0, 1 and 2.
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 /// A created container, and the master side of its terminal if it asked for one.
@@ -94,6 +104,7 @@ impl Runtime {
             bundle,
             mut spec,
             preserve_fds,
+            stdio,
         } = opts;
         let bundle =
             std::fs::canonicalize(&bundle).ctx(|| format!("bundle {}", bundle.display()))?;
@@ -222,6 +233,7 @@ impl Runtime {
                     seccomp: seccomp.as_ref(),
                     state_dir: &state_dir,
                     preserve_fds,
+                    stdio: stdio.as_ref(),
                 };
                 container_init(&child_end, &plan);
             }
@@ -229,6 +241,8 @@ impl Runtime {
         };
         drop(child_end);
         drop(state_dir);
+        // The container holds its own copies now: ours would keep pipes from reaching EOF.
+        drop(stdio);
         cleanup.children.push(child);
         let chan = runtime_end;
 
@@ -239,10 +253,10 @@ impl Runtime {
             crate::namespaces::write_id_maps(child.as_raw(), &spec)?;
         }
         chan.send(&Msg::Continue).ctx(|| "sync".into())?;
-        let init_pid = match recv(&chan, "starting the container process")? {
-            (Msg::InitPid(pid), _) => Pid::from_raw(pid),
-            (other, _) => return Err(unexpected(other)),
-        };
+        // Init may speak before the intermediate child reports its pid: both write to the
+        // same socket. Keep what init said for the loop below.
+        let (init_pid, mut early) = recv_pid(&chan, "starting the container process")?;
+        let init_pid = Pid::from_raw(init_pid);
         cleanup.children.push(init_pid);
         let _ = waitpid(child, None);
         cleanup.children.retain(|p| *p != child);
@@ -260,7 +274,11 @@ impl Runtime {
         };
         let mut terminal = None;
         loop {
-            match recv(&chan, "setting up the container")? {
+            let next = match early.pop_front() {
+                Some(m) => m,
+                None => recv(&chan, "setting up the container")?,
+            };
+            match next {
                 (Msg::NamespacesReady, _) => {
                     let hooks = spec.hooks().as_ref();
                     let hs = serde_json::to_vec(&serde_json::json!({"ociVersion": spec.version(), "id": id, "status": "creating", "pid": init_pid.as_raw(), "bundle": state.bundle, "annotations": state.annotations})).unwrap_or_default();
@@ -362,6 +380,21 @@ pub(crate) fn recv(chan: &Channel, doing: &str) -> Result<(Msg, Option<OwnedFd>)
             step: doing.to_owned(),
             message: "the container process exited unexpectedly".to_owned(),
         }),
+    }
+}
+
+/// Receive until the intermediate child's `InitPid`, keeping (in order) any message the
+/// new process sent before it.
+pub(crate) fn recv_pid(
+    chan: &Channel,
+    doing: &str,
+) -> Result<(i32, std::collections::VecDeque<(Msg, Option<OwnedFd>)>)> {
+    let mut early = std::collections::VecDeque::new();
+    loop {
+        match recv(chan, doing)? {
+            (Msg::InitPid(pid), _) => return Ok((pid, early)),
+            other => early.push_back(other),
+        }
     }
 }
 

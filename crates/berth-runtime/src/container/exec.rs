@@ -10,7 +10,7 @@ use oci_spec::runtime::Process;
 
 use crate::state::Status;
 
-use super::create::{recv, unexpected};
+use super::create::{recv, recv_pid, unexpected};
 use super::Container;
 use crate::error::{IoContext, Result};
 use crate::init::{exec_process, intermediate, ExecPlan, Intermediate};
@@ -22,6 +22,8 @@ use crate::sys::process::{fork, Forked};
 pub struct ExecOptions {
     pub process: Process,
     pub preserve_fds: i32,
+    /// The process's stdin, stdout and stderr; `None` inherits the caller's.
+    pub stdio: Option<super::Stdio>,
 }
 
 /// A started exec process.
@@ -93,12 +95,14 @@ impl Container {
                         process: &opts.process,
                         seccomp: seccomp.as_ref(),
                         preserve_fds: opts.preserve_fds,
+                        stdio: opts.stdio.as_ref(),
                     },
                 );
             }
             Forked::Parent(pid) => pid,
         };
         drop(child_end);
+        drop(opts.stdio);
         let chan = runtime_end;
         let kill = |pid: Pid| {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
@@ -106,13 +110,10 @@ impl Container {
         };
         let result = (|| {
             chan.send(&Msg::Continue).ctx(|| "sync".into())?;
-            match recv(&chan, "starting the exec process")? {
-                (Msg::InitPid(pid), _) => Ok(Pid::from_raw(pid)),
-                (other, _) => Err(unexpected(other)),
-            }
+            recv_pid(&chan, "starting the exec process")
         })();
-        let pid = match result {
-            Ok(pid) => pid,
+        let (pid, mut early) = match result {
+            Ok((pid, early)) => (Pid::from_raw(pid), early),
             Err(e) => {
                 kill(child);
                 return Err(e);
@@ -122,7 +123,11 @@ impl Container {
         let mut terminal = None;
         let result = (|| {
             loop {
-                match recv(&chan, "setting up the exec process")? {
+                let next = match early.pop_front() {
+                    Some(m) => m,
+                    None => recv(&chan, "setting up the exec process")?,
+                };
+                match next {
                     (Msg::Terminal, fd) => terminal = fd,
                     (Msg::Created, _) => break,
                     (other, _) => return Err(unexpected(other)),

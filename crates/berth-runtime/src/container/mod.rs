@@ -21,7 +21,7 @@ use crate::cgroups::{self, Cgroup, CgroupMode, FreezerState};
 use crate::error::{IoContext, Result, RuntimeError};
 use crate::state::{process_start_time, ContainerState, CONFIG_FILE, EXEC_FIFO};
 
-pub use create::{CreateOptions, Created};
+pub use create::{CreateOptions, Created, Stdio};
 pub use exec::{ExecOptions, Executed};
 
 /// The runtime: a directory of container states plus the host's cgroup layout.
