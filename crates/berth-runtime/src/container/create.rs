@@ -383,12 +383,12 @@ pub(crate) fn recv(chan: &Channel, doing: &str) -> Result<(Msg, Option<OwnedFd>)
     }
 }
 
+/// Messages received ahead of the one being waited for, with any descriptor they carried.
+pub(crate) type Pending = std::collections::VecDeque<(Msg, Option<OwnedFd>)>;
+
 /// Receive until the intermediate child's `InitPid`, keeping (in order) any message the
 /// new process sent before it.
-pub(crate) fn recv_pid(
-    chan: &Channel,
-    doing: &str,
-) -> Result<(i32, std::collections::VecDeque<(Msg, Option<OwnedFd>)>)> {
+pub(crate) fn recv_pid(chan: &Channel, doing: &str) -> Result<(i32, Pending)> {
     let mut early = std::collections::VecDeque::new();
     loop {
         match recv(chan, doing)? {
