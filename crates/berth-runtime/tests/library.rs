@@ -16,8 +16,9 @@ use oci_spec::runtime::Spec;
 fn base_rootfs() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("lib-rootfs-{}", std::process::id()));
+        // Rebuilt per run (cheap: hard links to one busybox) and replaced in place.
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("lib-rootfs");
+        let _ = std::fs::remove_dir_all(&dir);
         let script =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/make-busybox-rootfs.sh");
         let st = Command::new(script)

@@ -36,23 +36,35 @@ fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// A busybox root filesystem with the probe, built once per test binary.
+/// A busybox root filesystem with the probe, shared by every test binary: built once under
+/// the target directory, keyed by the content of the script and the probe so an edit of
+/// either rebuilds it, and renamed into place so concurrent builders never see half of it.
 fn base_rootfs() -> &'static Path {
     static BASE: OnceLock<PathBuf> = OnceLock::new();
     BASE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("busybox-rootfs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let status = Command::new(repo_root().join("scripts/make-busybox-rootfs.sh"))
-            .arg(&dir)
+        use std::hash::{Hash, Hasher};
+        let script = repo_root().join("scripts/make-busybox-rootfs.sh");
+        let probe = repo_root().join("tests/probe/probe.c");
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        std::fs::read(&script).unwrap().hash(&mut h);
+        std::fs::read(&probe).unwrap().hash(&mut h);
+        let tmpdir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let dir = tmpdir.join(format!("busybox-rootfs-{:016x}", h.finish()));
+        if dir.join("bin/probe").exists() {
+            return dir;
+        }
+        let building = tmpdir.join(format!("busybox-rootfs-building-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&building);
+        let status = Command::new(&script)
+            .arg(&building)
             .stderr(Stdio::null())
             .status()
             .expect("running make-busybox-rootfs.sh");
         assert!(status.success(), "make-busybox-rootfs.sh failed");
         let out = Command::new("gcc")
             .args(["-static", "-O1", "-o"])
-            .arg(dir.join("bin/probe"))
-            .arg(repo_root().join("tests/probe/probe.c"))
+            .arg(building.join("bin/probe"))
+            .arg(&probe)
             .output()
             .expect("running gcc (install gcc and libc6-dev)");
         assert!(
@@ -60,13 +72,16 @@ fn base_rootfs() -> &'static Path {
             "compiling the probe: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        if std::fs::rename(&building, &dir).is_err() {
+            // Another test binary finished first; use its copy.
+            let _ = std::fs::remove_dir_all(&building);
+        }
         dir
     })
 }
 
-/// Remove the shared base rootfs of this test binary (call from a test that runs last is
-/// not possible with the default harness, so each bundle copies it and the base lives in
-/// the target directory, which `cargo clean` removes).
+/// One container's bundle (a private copy of the base rootfs and a spec) and state root;
+/// dropping it force-deletes the container and removes its cgroups and directories.
 pub struct Bundle {
     pub dir: tempfile::TempDir,
     pub state_root: tempfile::TempDir,
