@@ -47,7 +47,9 @@ pub(crate) fn flag(t: LinuxNamespaceType) -> CloneFlags {
     }
 }
 
-fn order(t: LinuxNamespaceType) -> u8 {
+/// The order in which namespaces are joined: the user namespace first (it grants the
+/// rights to join the others), the mount namespace last (joining it changes our root).
+pub(crate) fn join_order(t: LinuxNamespaceType) -> u8 {
     match t {
         LinuxNamespaceType::User => 0,
         LinuxNamespaceType::Mount => 9,
@@ -87,7 +89,7 @@ pub(crate) fn plan(spec: &Spec) -> Result<NamespacePlan> {
             },
         }
     }
-    p.join.sort_by_key(|(t, _)| order(*t));
+    p.join.sort_by_key(|(t, _)| join_order(*t));
     if p.new_user {
         let has_maps = linux.uid_mappings().as_ref().is_some_and(|m| !m.is_empty())
             && linux.gid_mappings().as_ref().is_some_and(|m| !m.is_empty());

@@ -25,8 +25,9 @@ pub enum ContainerIdError {
 
 /// The id of a container as the OCI runtime knows it.
 ///
-/// The accepted alphabet is runc's (`[A-Za-z0-9_+.-]+`, not `.` or `..`), so every id that
-/// runc or crun accept works here and none can name a path outside the state directory.
+/// The accepted alphabet is runc's (`[A-Za-z0-9_+.-]+`) without a leading dot, so no id can
+/// name a path outside the state directory or collide with the runtime's own dot-files
+/// (such as its seccomp cache).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct ContainerId(String);

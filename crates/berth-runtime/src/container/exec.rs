@@ -69,11 +69,8 @@ impl Container {
                 ns.join.push((n.typ(), f.into()));
             }
         }
-        ns.join.sort_by_key(|(t, _)| match t {
-            oci_spec::runtime::LinuxNamespaceType::User => 0,
-            oci_spec::runtime::LinuxNamespaceType::Mount => 9,
-            _ => 5,
-        });
+        ns.join
+            .sort_by_key(|(t, _)| crate::namespaces::join_order(*t));
         let cgroup_files = self.cgroup()?.self_join_files();
 
         let (runtime_end, child_end) =
