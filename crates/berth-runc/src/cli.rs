@@ -31,8 +31,9 @@ pub struct Cli {
     /// Use systemd to manage cgroups (not supported; accepted so callers get a clear error)
     #[arg(long, global = true)]
     pub systemd_cgroup: bool,
-    /// Accepted for runc compatibility (rootless mode is detected from the spec)
-    #[arg(long, global = true, value_name = "true|false|auto")]
+    /// Accepted for runc compatibility (rootless mode is detected from the spec); like
+    /// runc's, it goes before the command (`spec --rootless` is a different flag)
+    #[arg(long, value_name = "true|false|auto")]
     pub rootless: Option<String>,
     #[command(subcommand)]
     pub command: Command,
@@ -268,4 +269,49 @@ pub fn init_logging(cli: &Cli) -> Option<()> {
         None => builder.with_writer(std::io::stderr).init(),
     }
     Some(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use clap::{CommandFactory, Parser};
+
+    use super::*;
+
+    #[test]
+    fn definition_is_consistent() {
+        // Catches clashing flags (a global one shadowing a subcommand's) before a user does.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn runc_style_invocations_parse() {
+        let cli = Cli::try_parse_from([
+            "berth-runc",
+            "--root",
+            "/r",
+            "--log-format",
+            "json",
+            "create",
+            "--bundle",
+            "/b",
+            "--pid-file",
+            "/p",
+            "c1",
+        ])
+        .unwrap();
+        assert!(
+            matches!(cli.command, Command::Create(ref a) if a.id == "c1" && a.bundle == Path::new("/b"))
+        );
+        let cli = Cli::try_parse_from(["berth-runc", "spec", "--rootless"]).unwrap();
+        assert!(matches!(cli.command, Command::Spec(ref a) if a.rootless));
+        let cli =
+            Cli::try_parse_from(["berth-runc", "exec", "-t", "c1", "sh", "-c", "ls -l"]).unwrap();
+        assert!(
+            matches!(cli.command, Command::Exec(ref a) if a.tty && a.command == ["sh", "-c", "ls -l"])
+        );
+        let cli = Cli::try_parse_from(["berth-runc", "kill", "--all", "c1", "KILL"]).unwrap();
+        assert!(matches!(cli.command, Command::Kill(ref a) if a.all && a.signal == "KILL"));
+    }
 }
