@@ -23,6 +23,9 @@ pub fn exec(runtime: &Runtime, a: ExecArgs) -> Result<i32> {
         None => build_process(&container, &a)?,
     };
     let tty = process.terminal().unwrap_or(false);
+    if tty && a.detach && a.console_socket.is_none() {
+        bail!("--tty with --detach needs --console-socket to hand the terminal to");
+    }
     let executed = container
         .exec(ExecOptions {
             process,
@@ -39,14 +42,16 @@ pub fn exec(runtime: &Runtime, a: ExecArgs) -> Result<i32> {
     if a.detach {
         return Ok(0);
     }
+    let signals = terminal::block_forwarded_signals()?;
     let proxy = match (&executed.terminal, tty && a.console_socket.is_none()) {
         (Some(m), true) => Some(terminal::Proxy::start(m)?),
         _ => None,
     };
-    let signals = terminal::block_forwarded_signals()?;
     let code = terminal::forward_until_exit(executed.pid, &signals, executed.terminal.as_ref());
     terminal::unblock(&signals);
-    drop(proxy);
+    if let Some(p) = proxy {
+        p.finish();
+    }
     code
 }
 

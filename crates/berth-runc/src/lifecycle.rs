@@ -15,7 +15,9 @@ pub fn parse_id(id: &str) -> Result<ContainerId> {
     id.parse().with_context(|| format!("container id {id:?}"))
 }
 
-pub fn create(runtime: &Runtime, a: CreateArgs) -> Result<berth_runtime::Created> {
+/// `create` (and the first half of `run`). `attached`: the caller stays to proxy a
+/// terminal (foreground `run`); otherwise a terminal needs `--console-socket`.
+pub fn create(runtime: &Runtime, a: CreateArgs, attached: bool) -> Result<berth_runtime::Created> {
     if a.no_pivot {
         bail!("--no-pivot is not supported: berth-runc always enters the root with pivot_root; drop the flag");
     }
@@ -27,6 +29,9 @@ pub fn create(runtime: &Runtime, a: CreateArgs) -> Result<berth_runtime::Created
         .as_ref()
         .and_then(|p| p.terminal())
         .unwrap_or(false);
+    if terminal && !attached && a.console_socket.is_none() {
+        bail!("process.terminal is set but nobody would hold the terminal: pass --console-socket, or set terminal to false");
+    }
     let created = runtime
         .create(CreateOptions {
             id: id.clone(),
@@ -50,25 +55,22 @@ pub fn create(runtime: &Runtime, a: CreateArgs) -> Result<berth_runtime::Created
 /// `create` + `start`, then (unless `--detach`) wait, forward signals, and delete.
 pub fn run(runtime: &Runtime, a: RunArgs) -> Result<i32> {
     let foreground_tty = a.create.console_socket.is_none() && !a.detach;
-    let created = create(runtime, a.create.clone())?;
+    let created = create(runtime, a.create.clone(), foreground_tty)?;
     let container = &created.container;
     let id = container.id().clone();
     if a.detach {
-        if created.terminal.is_some() && a.create.console_socket.is_none() {
-            let _ = runtime.load(&id).map(|c| c.delete(true));
-            bail!("cannot allocate a terminal in detached mode without --console-socket");
-        }
         container.start()?;
         created
             .wait_for_exec()
             .with_context(|| format!("starting container {id}"))?;
         return Ok(0);
     }
+    // Block first: the proxy's threads inherit the mask, so no signal is lost to them.
+    let signals = terminal::block_forwarded_signals()?;
     let proxy = match (&created.terminal, foreground_tty) {
         (Some(master), true) => Some(terminal::Proxy::start(master)?),
         _ => None,
     };
-    let signals = terminal::block_forwarded_signals()?;
     let start = container.start().and_then(|_| created.wait_for_exec());
     let code = match start {
         Ok(()) => {

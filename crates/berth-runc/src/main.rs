@@ -51,7 +51,7 @@ fn run(cli: Cli) -> anyhow::Result<i32> {
         anyhow::bail!("--systemd-cgroup is not supported: berth-runc manages cgroupfs directly; drop the flag");
     }
     match cli.command {
-        Command::Create(a) => lifecycle::create(&runtime, a).map(|_| 0),
+        Command::Create(a) => lifecycle::create(&runtime, a, false).map(|_| 0),
         Command::Start(a) => lifecycle::start(&runtime, &a.id).map(|_| 0),
         Command::Run(a) => lifecycle::run(&runtime, a),
         Command::State(a) => lifecycle::state(&runtime, &a.id).map(|_| 0),

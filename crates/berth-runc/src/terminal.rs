@@ -35,6 +35,7 @@ pub fn send_to_console_socket(path: &Path, master: &OwnedFd) -> Result<()> {
 /// Copies between our terminal and the container's pty while the container runs.
 pub struct Proxy {
     saved: Option<termios::Termios>,
+    output: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proxy {
@@ -61,7 +62,7 @@ impl Proxy {
                 }
             }
         });
-        std::thread::spawn(move || {
+        let output = std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
             let mut out = std::io::stdout();
             // EIO once the last slave descriptor closes: the container is gone.
@@ -71,10 +72,19 @@ impl Proxy {
                 }
             }
         });
-        Ok(Proxy { saved })
+        Ok(Proxy {
+            saved,
+            output: Some(output),
+        })
     }
 
-    pub fn finish(self) {}
+    /// After the container exited: let the last output reach our terminal (the copy ends
+    /// when the pty reports EIO, once no process holds its other side), then restore it.
+    pub fn finish(mut self) {
+        if let Some(t) = self.output.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 impl Drop for Proxy {

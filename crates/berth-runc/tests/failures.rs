@@ -158,3 +158,76 @@ fn duplicate_id_is_refused_without_harming_the_first() {
     ok(&b.rt(&["delete", "--force", &b.id]));
     b.assert_no_leftovers();
 }
+
+#[test]
+fn host_wide_sysctl_is_refused() {
+    // kernel.core_pattern is not namespaced: writing it would run a program as host root.
+    let mut b = Bundle::new(&["true"]);
+    b.spec["linux"]["sysctl"] = json!({"kernel.core_pattern": "|/tmp/evil"});
+    let before = std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap();
+    let o = b.run();
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/core_pattern").unwrap(),
+        before,
+        "the host's core_pattern changed"
+    );
+    if is_berth() {
+        assert!(!o.status.success());
+        assert!(
+            stderr(&o).contains("linux.sysctl.kernel.core_pattern"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    b.assert_no_leftovers();
+}
+
+#[test]
+fn network_sysctl_needs_a_network_namespace() {
+    if !is_berth() {
+        eprintln!("skipped: berth-runc's validation");
+        return;
+    }
+    let mut b = Bundle::new(&["true"]);
+    b.spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}, {"type": "uts"}]);
+    b.spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1"});
+    fails_cleanly(
+        &b,
+        &["linux.sysctl.net.ipv4.ip_forward", "network namespace"],
+    );
+}
+
+#[test]
+fn terminal_without_console_socket_is_refused_for_create() {
+    let mut b = Bundle::new(&["sh"]);
+    b.spec["process"]["terminal"] = json!(true);
+    let o = b.create();
+    assert!(
+        !o.status.success(),
+        "create with a terminal nobody holds was accepted"
+    );
+    if is_berth() {
+        assert!(stderr(&o).contains("--console-socket"), "{}", stderr(&o));
+    }
+    b.assert_no_leftovers();
+}
+
+#[test]
+fn preserve_fds_out_of_range() {
+    if !is_berth() {
+        eprintln!("skipped: berth-runc's validation");
+        return;
+    }
+    let b = Bundle::new(&["true"]);
+    b.write_spec_now();
+    let o = b.rt(&[
+        "run",
+        "--preserve-fds=-1",
+        "--bundle",
+        b.dir.path().to_str().unwrap(),
+        &b.id,
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("preserve-fds"), "{}", stderr(&o));
+    b.assert_no_leftovers();
+}

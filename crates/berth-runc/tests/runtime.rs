@@ -580,3 +580,74 @@ fn cgroup_namespace_roots_the_container() {
         "/sys/fs/cgroup is empty:\n{out}"
     );
 }
+
+#[test]
+fn new_user_namespace_with_a_network_namespace_by_path() {
+    let name = format!("berth-u-{}", std::process::id());
+    let _ns = NetNs::new(&name);
+    // /proc/net/dev lists the interfaces of the reader's network namespace (the /sys bound
+    // below is the host's).
+    let mut b = Bundle::new(&["sh", "-c", "id -u; cat /proc/net/dev"]);
+    for n in b.spec["linux"]["namespaces"].as_array_mut().unwrap() {
+        if n["type"] == "network" {
+            n["path"] = json!(format!("/var/run/netns/{name}"));
+        }
+    }
+    b.spec["linux"]["namespaces"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"type": "user"}));
+    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 200000, "size": 65536}]);
+    // sysfs cannot be mounted for a network namespace another user namespace owns: bind it.
+    for m in b.spec["mounts"].as_array_mut().unwrap() {
+        if m["destination"] == "/sys" {
+            *m = json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+        }
+    }
+    let out = std::process::Command::new("chown")
+        .args(["-R", "200000:200000"])
+        .arg(b.rootfs())
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let out = ok(&b.run());
+    assert!(out.starts_with("0\n"), "{out}");
+    assert!(
+        out.contains("berthv0") && !out.contains("eth0"),
+        "not in the joined network namespace: {out}"
+    );
+}
+
+#[test]
+fn signals_start_with_default_dispositions() {
+    // The runtime ignores SIGPIPE for itself; the container's program must not inherit that.
+    let b = Bundle::new(&["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+    let out = ok(&b.run());
+    let mask = |name: &str| {
+        let line = out.lines().find(|l| l.starts_with(name)).unwrap();
+        u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap()
+    };
+    assert_eq!(mask("SigBlk:"), 0, "{out}");
+    assert_eq!(
+        mask("SigIgn:") & (1 << (libc::SIGPIPE - 1)),
+        0,
+        "SIGPIPE is ignored: {out}"
+    );
+    if is_berth() {
+        // runc leaves its Go runtime's signal 32 ignored; berth-runc resets everything.
+        assert_eq!(mask("SigIgn:"), 0, "{out}");
+    }
+}
+
+#[test]
+fn namespaced_sysctl_is_applied() {
+    let mut b = Bundle::new(&[
+        "cat",
+        "/proc/sys/net/ipv4/ip_forward",
+        "/proc/sys/kernel/shmmni",
+    ]);
+    b.spec["linux"]["sysctl"] = json!({"net.ipv4.ip_forward": "1", "kernel.shmmni": "1234"});
+    let out = ok(&b.run());
+    assert_eq!(out, "1\n1234\n");
+}

@@ -67,6 +67,15 @@ pub(crate) fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
         "joining the cgroup",
         crate::cgroups::join_self(plan.cgroup_files).map_err(RuntimeError::from),
     );
+    // Namespaces given by path are joined before a new user namespace is created: inside it
+    // we would have no rights over namespaces the host owns. A user namespace given by path
+    // comes first (it grants the rights to join the rest), the mount namespace last.
+    for (t, fd) in &plan.ns.join {
+        step(
+            "joining namespaces",
+            setns(fd.as_fd(), flag_for_setns(*t)).ctx(|| format!("joining the {t} namespace")),
+        );
+    }
     if plan.ns.new_user {
         step(
             "creating the user namespace",
@@ -81,12 +90,6 @@ pub(crate) fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
         "waiting for the runtime",
         chan.expect_continue().ctx(|| "sync".to_string()),
     );
-    for (t, fd) in &plan.ns.join {
-        step(
-            "joining namespaces",
-            setns(fd.as_fd(), flag_for_setns(*t)).ctx(|| format!("joining the {t} namespace")),
-        );
-    }
     if plan.ns.new_user
         || plan
             .ns
@@ -162,6 +165,8 @@ pub(crate) struct InitPlan<'a> {
     pub state_dir: &'a OwnedFd,
     pub preserve_fds: i32,
     pub stdio: Option<&'a crate::container::Stdio>,
+    pub id: &'a berth_types::ContainerId,
+    pub bundle: &'a Path,
 }
 
 /// The container's init: set up the root filesystem and the process, report `Created`,
@@ -197,6 +202,13 @@ fn init_steps(chan: &Channel, plan: &InitPlan<'_>) -> StepResult<Infallible> {
         )
     })?;
     at("setting up stdio", use_stdio(plan.stdio))?;
+    // Until it execs the program, this process runs the runtime's code and holds a
+    // descriptor of the state directory: keep other container processes from ptrace or
+    // /proc/<pid>/fd access (execve resets this).
+    at(
+        "PR_SET_DUMPABLE",
+        nix::sys::prctl::set_dumpable(false).ctx(|| "prctl".into()),
+    )?;
     let hooks = spec.hooks().as_ref();
     let has_runtime_hooks = hooks.is_some_and(|h| {
         h.prestart().as_ref().is_some_and(|v| !v.is_empty())
@@ -234,11 +246,11 @@ fn init_steps(chan: &Channel, plan: &InitPlan<'_>) -> StepResult<Infallible> {
         spec,
         rootfs: plan.rootfs,
         cgroups: plan.cgroups,
-        in_user_ns: plan.ns.new_user,
+        in_user_ns: plan.ns.in_user_ns(),
     };
     at("preparing the root filesystem", rootfs::prepare(&rplan))?;
     if let Some(h) = hooks {
-        let state = hook_state(spec, nix::unistd::getpid().as_raw());
+        let state = hook_state(plan, "creating");
         at(
             "createContainer hooks",
             crate::hooks::run_hooks("createContainer", h.create_container().as_ref(), &state),
@@ -307,7 +319,7 @@ fn init_steps(chan: &Channel, plan: &InitPlan<'_>) -> StepResult<Infallible> {
     drop(fifo);
 
     if let Some(h) = hooks {
-        let state = hook_state(spec, 1);
+        let state = hook_state(plan, "created");
         at(
             "startContainer hooks",
             crate::hooks::run_hooks("startContainer", h.start_container().as_ref(), &state),
@@ -396,13 +408,16 @@ fn setup_terminal(chan: &Channel, process: &Process, is_init: bool) -> Result<()
     Ok(())
 }
 
-/// The OCI state JSON given to hooks that run inside the container.
-fn hook_state(spec: &Spec, pid: i32) -> Vec<u8> {
+/// The OCI state JSON given to hooks that run inside the container. The pid is init's as
+/// seen from its own pid namespace (the runtime's view is not known in here).
+fn hook_state(plan: &InitPlan<'_>, status: &str) -> Vec<u8> {
     serde_json::to_vec(&serde_json::json!({
-        "ociVersion": spec.version(),
-        "status": "creating",
-        "pid": pid,
-        "annotations": spec.annotations(),
+        "ociVersion": plan.spec.version(),
+        "id": plan.id,
+        "status": status,
+        "pid": nix::unistd::getpid().as_raw(),
+        "bundle": plan.bundle,
+        "annotations": plan.spec.annotations(),
     }))
     .unwrap_or_default()
 }
@@ -421,6 +436,10 @@ pub(crate) fn exec_process(chan: &Channel, plan: &ExecPlan<'_>) -> ! {
     let r = (|| -> StepResult<Infallible> {
         let process = plan.process;
         at("setting up stdio", use_stdio(plan.stdio))?;
+        at(
+            "PR_SET_DUMPABLE",
+            nix::sys::prctl::set_dumpable(false).ctx(|| "prctl".into()),
+        )?;
         at(
             "creating a session",
             nix::unistd::setsid().map(|_| ()).ctx(|| "setsid".into()),

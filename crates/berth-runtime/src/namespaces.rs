@@ -22,6 +22,17 @@ pub(crate) struct NamespacePlan {
     pub join: Vec<(LinuxNamespaceType, OwnedFd)>,
 }
 
+impl NamespacePlan {
+    /// Whether the container runs in a user namespace of its own (created or joined).
+    pub fn in_user_ns(&self) -> bool {
+        self.new_user
+            || self
+                .join
+                .iter()
+                .any(|(t, _)| *t == LinuxNamespaceType::User)
+    }
+}
+
 impl Default for NamespacePlan {
     fn default() -> Self {
         NamespacePlan {

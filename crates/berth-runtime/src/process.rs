@@ -48,10 +48,50 @@ fn rlimit_name(t: PosixRlimitType) -> String {
         .unwrap_or_else(|| format!("{t:?}"))
 }
 
+/// The highest `--preserve-fds` accepted.
+const MAX_PRESERVED_FDS: i32 = 1 << 16;
+
+/// Check a process spec before any fork, so a mistake is reported with its field instead of
+/// killing a half-made container: rlimits, NUL bytes, capability names, preserved fds.
+pub(crate) fn validate(process: &Process, preserve_fds: i32) -> Result<()> {
+    validate_rlimits(process)?;
+    if !(0..=MAX_PRESERVED_FDS).contains(&preserve_fds) {
+        return Err(RuntimeError::invalid(
+            "preserve-fds",
+            format!("{preserve_fds} is out of range 0..={MAX_PRESERVED_FDS}"),
+        ));
+    }
+    for (field, list) in [
+        ("process.args", process.args()),
+        ("process.env", process.env()),
+    ] {
+        if let Some(i) = list.iter().flatten().position(|s| s.contains('\0')) {
+            return Err(RuntimeError::invalid(
+                format!("{field}[{i}]"),
+                "contains a NUL byte",
+            ));
+        }
+    }
+    if let Some(caps) = process.capabilities() {
+        for set in [
+            caps.bounding(),
+            caps.effective(),
+            caps.permitted(),
+            caps.inheritable(),
+            caps.ambient(),
+        ] {
+            for cap in set.iter().flatten() {
+                crate::capabilities::to_kernel(*cap)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Check `process.rlimits` against what this process may set, before any fork. Without
 /// CAP_SYS_RESOURCE a hard limit cannot rise above the current one; the containers then
 /// keep the host's limits for anything the spec does not mention.
-pub(crate) fn validate_rlimits(process: &Process) -> Result<()> {
+fn validate_rlimits(process: &Process) -> Result<()> {
     let can_raise = caps::has_cap(
         None,
         caps::CapSet::Effective,
@@ -110,7 +150,16 @@ pub(crate) fn resolve_executable(process: &Process) -> Result<PathBuf> {
             p.to_path_buf()
         };
         return match std::fs::metadata(&p) {
-            Ok(m) if m.is_file() => Ok(p),
+            Ok(m)
+                if m.is_file()
+                    && std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o111 != 0 =>
+            {
+                Ok(p)
+            }
+            Ok(m) if m.is_file() => Err(RuntimeError::invalid(
+                "process.args",
+                format!("exec: {cmd:?}: permission denied (not executable)"),
+            )),
             Ok(_) => Err(RuntimeError::invalid(
                 "process.args",
                 format!("exec: {cmd:?}: is a directory or not a regular file"),
@@ -225,7 +274,8 @@ pub(crate) fn become_and_exec(
     if let (Some(prog), true) = (seccomp, nnp) {
         crate::sys::seccomp::load(prog).ctx(|| "linux.seccomp: loading the filter".to_string())?;
     }
-    let err = nix::unistd::execve(&path, &args, &env).unwrap_err();
+    crate::sys::process::reset_signals();
+    let Err(err) = nix::unistd::execve(&path, &args, &env);
     Err(RuntimeError::Io {
         context: format!("exec {}", executable.display()),
         source: err.into(),

@@ -809,17 +809,65 @@ pub(crate) fn readonly_root() -> Result<()> {
 
 /// Write `linux.sysctl` into /proc/sys (only namespaced keys make sense; the kernel refuses
 /// the others).
+/// Check `linux.sysctl` before any fork: only keys that belong to a namespace the
+/// container has of its own may be set. Anything else (`kernel.core_pattern`, say) would
+/// change the host, since /proc/sys is still writable when sysctls are applied.
+pub(crate) fn validate_sysctl(spec: &Spec, ns: &crate::namespaces::NamespacePlan) -> Result<()> {
+    use oci_spec::runtime::LinuxNamespaceType as T;
+    let Some(map) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
+        return Ok(());
+    };
+    let own = |t: T| {
+        ns.clone_flags.contains(crate::namespaces::flag(t)) || ns.join.iter().any(|(j, _)| *j == t)
+    };
+    const IPC_KEYS: [&str; 8] = [
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    for key in map.keys() {
+        let field = format!("linux.sysctl.{key}");
+        let well_formed = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+            && !key.split('.').any(str::is_empty);
+        if !well_formed {
+            return Err(RuntimeError::invalid(field, "not a sysctl name"));
+        }
+        let (needed, name) = if IPC_KEYS.contains(&key.as_str()) || key.starts_with("fs.mqueue.") {
+            (T::Ipc, "ipc")
+        } else if key.starts_with("net.") {
+            (T::Network, "network")
+        } else if key == "kernel.hostname" || key == "kernel.domainname" {
+            (T::Uts, "uts")
+        } else {
+            return Err(RuntimeError::invalid(
+                field,
+                "not a namespaced sysctl: setting it would change the host",
+            ));
+        };
+        if !own(needed) {
+            return Err(RuntimeError::invalid(
+                field,
+                format!("needs the container's own {name} namespace"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Write `linux.sysctl` (checked by [`validate_sysctl`]) into /proc/sys.
 pub(crate) fn apply_sysctl(spec: &Spec) -> Result<()> {
     let Some(map) = spec.linux().as_ref().and_then(|l| l.sysctl().clone()) else {
         return Ok(());
     };
     for (key, value) in map {
-        if key.contains("..") || key.contains('/') && key.contains('.') {
-            return Err(RuntimeError::invalid(
-                format!("linux.sysctl.{key}"),
-                "not a sysctl name",
-            ));
-        }
         let path = format!("/proc/sys/{}", key.replace('.', "/"));
         std::fs::write(&path, value.as_bytes()).ctx(|| format!("linux.sysctl: setting {key}"))?;
     }

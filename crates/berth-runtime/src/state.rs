@@ -95,7 +95,6 @@ pub(crate) fn process_start_time(pid: i32) -> Option<u64> {
 /// A container's status, per the OCI runtime spec (plus `paused`, which runc adds).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    Creating,
     Created,
     Running,
     Paused,
@@ -105,7 +104,6 @@ pub enum Status {
 /// The word runc prints for a status.
 pub fn status_word(status: Status) -> &'static str {
     match status {
-        Status::Creating => "creating",
         Status::Created => "created",
         Status::Running => "running",
         Status::Stopped => "stopped",

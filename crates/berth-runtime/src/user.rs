@@ -111,10 +111,16 @@ fn read_in_root(rootfs: &Path, path: &str) -> Result<Option<String>> {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e).ctx(|| format!("opening {path} in {}", rootfs.display())),
         };
+    let file = std::fs::File::from(fd);
+    if !file.metadata().ctx(|| format!("stat {path}"))?.is_file() {
+        return Err(RuntimeError::invalid(
+            "user",
+            format!("{path} in the image is not a regular file"),
+        ));
+    }
     let mut text = String::new();
     // Cap the read: a huge passwd file in an image must not exhaust memory.
-    std::fs::File::from(fd)
-        .take(16 << 20)
+    file.take(16 << 20)
         .read_to_string(&mut text)
         .ctx(|| format!("reading {path} in {}", rootfs.display()))?;
     Ok(Some(text))

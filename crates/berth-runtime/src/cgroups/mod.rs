@@ -9,15 +9,18 @@
 //!   `cpu,cpuacct` co-mounted on some hosts); the mount table says where each one is.
 //! - **hybrid**: v1 as above plus a cgroup2 mount at `/sys/fs/cgroup/unified` with no
 //!   controllers in it. berth must run there without changing the host, so it uses the v1
-//!   controllers and only creates a leaf in the unified hierarchy, best effort.
+//!   controllers and only creates a leaf in the unified hierarchy, best effort (no process
+//!   joins it; it is removed with the others).
 //!
 //! [`detect_mode`] tells which one a host has and [`new_manager`] returns a [`Cgroup`] for one
 //! container's `linux.cgroupsPath`. The container create path then calls
-//! [`Cgroup::create`], [`Cgroup::add_process`] and [`Cgroup::apply`]; later
-//! [`Cgroup::stats`], [`Cgroup::freeze`]/[`Cgroup::thaw`], [`Cgroup::pids`] and finally
+//! [`Cgroup::create`] and [`Cgroup::apply`], and the new process moves itself in with
+//! [`join_self`] (see [`Cgroup::self_join_files`] for why not [`Cgroup::add_process`]);
+//! later [`Cgroup::stats`], [`Cgroup::freeze`]/[`Cgroup::thaw`], [`Cgroup::pids`] and finally
 //! [`Cgroup::destroy`]. A `Cgroup` is cheap and stateless apart from remembering which
 //! directories its own `create` made, so `berth-runc delete` can open the same cgroup again
-//! from the path alone and destroy it.
+//! from the path alone and destroy its leaf; parents such as `/berth` stay, as Docker's
+//! `/docker` does.
 //!
 //! `Cgroup` is an enum rather than a `CgroupManager` trait object: there are exactly two
 //! backends, the host decides between them at run time, and an enum needs no boxing, stays
@@ -97,9 +100,23 @@ pub struct CgroupPath {
 
 /// Move the calling process, which must be single-threaded, into the cgroup whose
 /// [`Cgroup::self_join_files`] are given.
+///
+/// This runs in a forked child of a possibly multi-threaded process, so it takes no lock:
+/// no logging, just the writes.
 pub fn join_self(files: &[PathBuf]) -> Result<()> {
+    use std::io::Write;
     for file in files {
-        fs::write_value(file, "0")?;
+        let write = || -> std::io::Result<()> {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(file)?
+                .write_all(b"0")
+        };
+        write().map_err(|source| CgroupError::Write {
+            path: file.clone(),
+            value: "0".to_owned(),
+            source,
+        })?;
     }
     Ok(())
 }

@@ -378,7 +378,7 @@ impl V1Cgroup {
         }
     }
 
-    /// Every hierarchy holds the same processes once `add_process` ran; `pids` (or else
+    /// Every hierarchy holds the same processes once the container joined; `pids` (or else
     /// `freezer`) is preferred because those are the ones used to stop them.
     pub(crate) fn pids(&self) -> Result<Vec<i32>> {
         let hierarchy = ["pids", "freezer"]

@@ -134,7 +134,8 @@ impl Runtime {
         }
         let ns = crate::namespaces::plan(&spec)?;
         crate::rootfs::validate(&spec)?;
-        crate::process::validate_rlimits(&process)?;
+        crate::process::validate(&process, preserve_fds)?;
+        crate::rootfs::validate_sysctl(&spec, &ns)?;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(s) => Some(crate::seccomp::compile_cached(
                 s,
@@ -217,25 +218,31 @@ impl Runtime {
         let child = match fork().ctx(|| "fork".into())? {
             Forked::Child => {
                 drop(runtime_end);
-                intermediate(
-                    &child_end,
-                    &Intermediate {
-                        ns: &ns,
+                // Never unwind back into the caller's code (and its Cleanup) in a child.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    intermediate(
+                        &child_end,
+                        &Intermediate {
+                            ns: &ns,
+                            spec: &spec,
+                            cgroup_files: &cgroup_files,
+                        },
+                    );
+                    let plan = InitPlan {
                         spec: &spec,
-                        cgroup_files: &cgroup_files,
-                    },
-                );
-                let plan = InitPlan {
-                    spec: &spec,
-                    rootfs: &rootfs,
-                    ns: &ns,
-                    cgroups: &view,
-                    seccomp: seccomp.as_ref(),
-                    state_dir: &state_dir,
-                    preserve_fds,
-                    stdio: stdio.as_ref(),
-                };
-                container_init(&child_end, &plan);
+                        rootfs: &rootfs,
+                        ns: &ns,
+                        cgroups: &view,
+                        seccomp: seccomp.as_ref(),
+                        state_dir: &state_dir,
+                        preserve_fds,
+                        stdio: stdio.as_ref(),
+                        id: &id,
+                        bundle: &bundle,
+                    };
+                    container_init(&child_end, &plan);
+                }));
+                crate::sys::process::exit_now(1);
             }
             Forked::Parent(pid) => pid,
         };
@@ -264,7 +271,12 @@ impl Runtime {
         let state = ContainerState {
             id: id.clone(),
             pid: init_pid.as_raw(),
-            pid_start_time: 0,
+            pid_start_time: process_start_time(init_pid.as_raw()).ok_or_else(|| {
+                RuntimeError::Init {
+                    step: "starting the container process".into(),
+                    message: "the container's init exited".into(),
+                }
+            })?,
             bundle,
             rootfs,
             created: Utc::now(),
@@ -272,6 +284,9 @@ impl Runtime {
             cgroups_path,
             annotations: spec.annotations().clone().unwrap_or_default(),
         };
+        // Saved at once: should this process die during set-up, `delete --force` still
+        // finds (and removes) the container.
+        state.save(&dir)?;
         let mut terminal = None;
         loop {
             let next = match early.pop_front() {
@@ -299,16 +314,6 @@ impl Runtime {
                 (other, _) => return Err(unexpected(other)),
             }
         }
-        let pid_start_time =
-            process_start_time(init_pid.as_raw()).ok_or_else(|| RuntimeError::Init {
-                step: "after set-up".into(),
-                message: "the container's init exited".into(),
-            })?;
-        let state = ContainerState {
-            pid_start_time,
-            ..state
-        };
-        state.save(&dir)?;
 
         // Success: the container now owns its cgroup, directory and process.
         cleanup.dir = None;
@@ -391,9 +396,22 @@ pub(crate) type Pending = std::collections::VecDeque<(Msg, Option<OwnedFd>)>;
 pub(crate) fn recv_pid(chan: &Channel, doing: &str) -> Result<(i32, Pending)> {
     let mut early = std::collections::VecDeque::new();
     loop {
-        match recv(chan, doing)? {
-            (Msg::InitPid(pid), _) => return Ok((pid, early)),
-            other => early.push_back(other),
+        match recv(chan, doing) {
+            Ok((Msg::InitPid(pid), _)) => return Ok((pid, early)),
+            Ok(other) => early.push_back(other),
+            Err(e) => {
+                // The new process failed before we learnt its pid: learn it now (the
+                // intermediate still reports it) and reap it, or it stays a zombie child.
+                while let Ok(Some((m, _))) = chan.recv() {
+                    if let Msg::InitPid(pid) = m {
+                        let pid = Pid::from_raw(pid);
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+                        let _ = waitpid(pid, None);
+                        break;
+                    }
+                }
+                return Err(e);
+            }
         }
     }
 }

@@ -17,7 +17,7 @@ impl Container {
             Status::Stopped => {}
             // A created container never ran the user's program: deleting it is safe.
             Status::Created => self.kill_and_wait()?,
-            Status::Running | Status::Paused | Status::Creating if force => self.kill_and_wait()?,
+            Status::Running | Status::Paused if force => self.kill_and_wait()?,
             other => {
                 return Err(self.wrong_state(other, "stop it first, or delete it with --force"))
             }

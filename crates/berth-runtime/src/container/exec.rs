@@ -41,7 +41,7 @@ impl Container {
             return Err(self.wrong_state(status, "exec needs a running container"));
         }
         let spec = self.spec()?;
-        crate::process::validate_rlimits(&opts.process)?;
+        crate::process::validate(&opts.process, opts.preserve_fds)?;
         let seccomp = match spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) {
             Some(s) => Some(crate::seccomp::compile_cached(
                 s,
@@ -49,6 +49,10 @@ impl Container {
             )?),
             None => None,
         };
+        // Pin init with a pidfd while its namespaces are opened by pid: if it died and the
+        // pid were reused meanwhile, the re-check below notices and we join nothing.
+        let _init = crate::sys::fd::pidfd_open(self.state.pid)
+            .ctx(|| format!("opening init of {}", self.state.id))?;
         // Join every namespace the container's init is in that differs from ours.
         let mut ns = NamespacePlan::default();
         for n in spec
@@ -78,23 +82,27 @@ impl Container {
         let child = match fork().ctx(|| "fork".into())? {
             Forked::Child => {
                 drop(runtime_end);
-                intermediate(
-                    &child_end,
-                    &Intermediate {
-                        ns: &ns,
-                        spec: &spec,
-                        cgroup_files: &cgroup_files,
-                    },
-                );
-                exec_process(
-                    &child_end,
-                    &ExecPlan {
-                        process: &opts.process,
-                        seccomp: seccomp.as_ref(),
-                        preserve_fds: opts.preserve_fds,
-                        stdio: opts.stdio.as_ref(),
-                    },
-                );
+                // Never unwind back into the caller's code in a child.
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    intermediate(
+                        &child_end,
+                        &Intermediate {
+                            ns: &ns,
+                            spec: &spec,
+                            cgroup_files: &cgroup_files,
+                        },
+                    );
+                    exec_process(
+                        &child_end,
+                        &ExecPlan {
+                            process: &opts.process,
+                            seccomp: seccomp.as_ref(),
+                            preserve_fds: opts.preserve_fds,
+                            stdio: opts.stdio.as_ref(),
+                        },
+                    );
+                }));
+                crate::sys::process::exit_now(1);
             }
             Forked::Parent(pid) => pid,
         };

@@ -93,9 +93,14 @@ fn store(dir: &Path, path: &Path, program: &SeccompProgram) -> std::io::Result<(
         .recursive(true)
         .mode(0o700)
         .create(dir)?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(&encode(program))?;
-    std::fs::rename(&tmp.0, path)
+    let (tmp_path, mut tmp) = tempfile_in(dir)?;
+    let result = tmp
+        .write_all(&encode(program))
+        .and_then(|_| std::fs::rename(&tmp_path, path));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp_path);
+    }
+    result
 }
 
 /// A uniquely named temporary file in `dir` (renamed over the entry, so concurrent

@@ -92,3 +92,47 @@ pub fn set_domainname(name: &str) -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Give every signal its default action and unblock them all, right before `execve`: a
+/// handler does not survive exec, but "ignored" does (Rust ignores SIGPIPE at start-up, and
+/// whatever started us may have ignored others) and so does the blocked mask; the
+/// container's program must start as from a clean `init`.
+pub fn reset_signals() {
+    /// The kernel's `struct sigaction` on x86_64 and aarch64 (not glibc's).
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: u64,
+        restorer: usize,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: the raw syscall (glibc's wrapper refuses its internal signals 32 and 33)
+        // reads a live, correctly laid out kernel sigaction and writes nothing (null old
+        // action); SIG_DFL needs no restorer. Errors (none expected) are ignored.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            );
+        }
+    }
+    let empty = nix::sys::signal::SigSet::empty();
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&empty),
+        None,
+    );
+}
