@@ -131,6 +131,14 @@ pub fn spec(a: SpecArgs) -> Result<()> {
         if let Some(p) = s.process_mut() {
             p.set_terminal(Some(true));
         }
+        // As runc's: deny every device; the runtime allows the ones it creates in /dev.
+        if let Some(linux) = s.linux_mut() {
+            let deny_all: oci_spec::runtime::LinuxDeviceCgroup =
+                serde_json::from_value(serde_json::json!({"allow": false, "access": "rwm"}))?;
+            let mut resources = linux.resources().clone().unwrap_or_default();
+            resources.set_devices(Some(vec![deny_all]));
+            linux.set_resources(Some(resources));
+        }
         s
     };
     let text = serde_json::to_string_pretty(&spec)?;

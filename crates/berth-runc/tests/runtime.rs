@@ -651,3 +651,47 @@ fn namespaced_sysctl_is_applied() {
     let out = ok(&b.run());
     assert_eq!(out, "1\n1234\n");
 }
+
+#[test]
+fn device_allowlist_blocks_host_disks() {
+    // CAP_MKNOD is in Docker's default set: only the devices cgroup keeps a container from
+    // making a node for a host disk and reading it. Use a disk this host really has.
+    let partitions = std::fs::read_to_string("/proc/partitions").unwrap();
+    let (major, minor) = partitions
+        .lines()
+        .skip(2)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((
+                f.first()?.parse::<u32>().ok()?,
+                f.get(1)?.parse::<u32>().ok()?,
+            ))
+        })
+        .next()
+        .expect("this host has no block device to test with");
+    let script = format!(
+        "mknod /tmp/disk b {major} {minor} && echo MADE; head -c1 /tmp/disk >/dev/null && echo READ; \\
+         echo ok > /dev/null && head -c1 /dev/zero | wc -c"
+    );
+    let mut b = Bundle::new(&["sh", "-c", &script]);
+    b.spec["linux"]["resources"] = json!({"devices": [{"allow": false, "access": "rwm"}]});
+    let o = b.run();
+    let out = ok(&o);
+    assert!(
+        out.contains("MADE"),
+        "mknod itself stays allowed, as in Docker:\n{out}"
+    );
+    assert!(
+        !out.contains("READ"),
+        "the host disk {major}:{minor} was readable:\n{out}"
+    );
+    assert!(
+        stderr(&o).contains("Operation not permitted"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
+        out.trim_end().ends_with('1'),
+        "/dev/null and /dev/zero must still work:\n{out}"
+    );
+}

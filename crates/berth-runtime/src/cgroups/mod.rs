@@ -34,6 +34,7 @@
 
 #![forbid(unsafe_code)]
 
+mod devices;
 mod error;
 mod fs;
 mod mountinfo;
@@ -260,6 +261,22 @@ impl Cgroup {
         match self {
             Cgroup::V1(cgroup) => cgroup.add_process(pid),
             Cgroup::V2(cgroup) => cgroup.add_process(pid),
+        }
+    }
+
+    /// Enforce the device allowlist (`linux.resources.devices`). On v1 the rules go to the
+    /// devices controller. v2 enforces devices only through an eBPF program, which berth does
+    /// not load yet: there the rules are not applied, and a warning says so.
+    pub fn apply_devices(&self, rules: &[oci_spec::runtime::LinuxDeviceCgroup]) -> Result<()> {
+        if rules.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Cgroup::V1(cgroup) => cgroup.apply_devices(&devices::v1_lines(rules)?),
+            Cgroup::V2(_) => {
+                tracing::warn!("linux.resources.devices is not enforced on cgroup v2 hosts yet (needs an eBPF device program)");
+                Ok(())
+            }
         }
     }
 

@@ -209,6 +209,17 @@ impl V1Cgroup {
         Ok(())
     }
 
+    /// Write device rules, in order, to `devices.allow` / `devices.deny`.
+    pub(crate) fn apply_devices(&self, lines: &[super::devices::DeviceLine]) -> Result<()> {
+        const FIELD: &str = "linux.resources.devices";
+        let allow = self.require("devices", "devices.allow", FIELD)?;
+        let deny = self.require("devices", "devices.deny", FIELD)?;
+        for (is_allow, line) in lines {
+            write_field(FIELD, if *is_allow { &allow } else { &deny }, line)?;
+        }
+        Ok(())
+    }
+
     fn apply_memory(&self, request: &ResourceRequest) -> Result<()> {
         if let Some(reservation) = request.memory_reservation {
             let path = self.require(

@@ -176,6 +176,7 @@ impl Runtime {
         let cgroup = cleanup.cgroup.insert(cgroup);
         if let Some(res) = spec.linux().as_ref().and_then(|l| l.resources().as_ref()) {
             cgroup.apply(res)?;
+            cgroup.apply_devices(res.devices().as_deref().unwrap_or_default())?;
         }
         let view = cgroup_view(
             mode,
