@@ -41,6 +41,28 @@ pub(crate) fn error_chain(err: &dyn std::error::Error) -> String {
     s
 }
 
+/// Fork the intermediate child and connect it to us. In the child: run [`intermediate`],
+/// then `then` in the new process it clones (init or an exec'd process), never returning
+/// into the caller's code, not even by unwinding. Returns the intermediate's pid and our
+/// end of the channel.
+pub(crate) fn spawn(
+    plan: &Intermediate<'_>,
+    then: impl FnOnce(&Channel) -> std::convert::Infallible,
+) -> Result<(nix::unistd::Pid, Channel)> {
+    let (runtime_end, child_end) = Channel::pair().ctx(|| "creating the sync channel".into())?;
+    match crate::sys::process::fork().ctx(|| "fork".into())? {
+        Forked::Child => {
+            drop(runtime_end);
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                intermediate(&child_end, plan);
+                then(&child_end)
+            }));
+            exit_now(1)
+        }
+        Forked::Parent(pid) => Ok((pid, runtime_end)),
+    }
+}
+
 /// What the intermediate child needs.
 pub(crate) struct Intermediate<'a> {
     pub ns: &'a NamespacePlan,
@@ -53,7 +75,7 @@ pub(crate) struct Intermediate<'a> {
 /// The intermediate child: enter or create the user namespace, join namespaces by path,
 /// then clone the final process into the new namespaces. Returns in that final process;
 /// the intermediate itself exits.
-pub(crate) fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
+fn intermediate(chan: &Channel, plan: &Intermediate<'_>) {
     // If the runtime dies half-way, do not linger.
     let _ = crate::sys::process::set_parent_death_signal(libc::SIGKILL);
     let step = |name: &str, r: Result<()>| {

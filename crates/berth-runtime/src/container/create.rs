@@ -17,11 +17,10 @@ use oci_spec::runtime::Spec;
 use super::{Container, Runtime};
 use crate::cgroups::{Cgroup, CgroupMode};
 use crate::error::{IoContext, Result, RuntimeError};
-use crate::init::{container_init, intermediate, InitPlan, Intermediate};
+use crate::init::{container_init, spawn, InitPlan, Intermediate};
 use crate::rootfs::{CgroupMountSource, CgroupView};
 use crate::state::{process_start_time, write_atomic, ContainerState, CONFIG_FILE, EXEC_FIFO};
 use crate::sync::{Channel, Msg};
-use crate::sys::process::{fork, Forked};
 
 /// What to create.
 pub struct CreateOptions {
@@ -214,45 +213,30 @@ impl Runtime {
         .ctx(|| format!("opening {}", dir.display()))?;
 
         let cgroup_files = cgroup.self_join_files();
-        let (runtime_end, child_end) =
-            Channel::pair().ctx(|| "creating the sync channel".into())?;
-        let child = match fork().ctx(|| "fork".into())? {
-            Forked::Child => {
-                drop(runtime_end);
-                // Never unwind back into the caller's code (and its Cleanup) in a child.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    intermediate(
-                        &child_end,
-                        &Intermediate {
-                            ns: &ns,
-                            spec: &spec,
-                            cgroup_files: &cgroup_files,
-                        },
-                    );
-                    let plan = InitPlan {
-                        spec: &spec,
-                        rootfs: &rootfs,
-                        ns: &ns,
-                        cgroups: &view,
-                        seccomp: seccomp.as_ref(),
-                        state_dir: &state_dir,
-                        preserve_fds,
-                        stdio: stdio.as_ref(),
-                        id: &id,
-                        bundle: &bundle,
-                    };
-                    container_init(&child_end, &plan);
-                }));
-                crate::sys::process::exit_now(1);
-            }
-            Forked::Parent(pid) => pid,
+        let intermediate = Intermediate {
+            ns: &ns,
+            spec: &spec,
+            cgroup_files: &cgroup_files,
         };
-        drop(child_end);
+        let (child, chan) = spawn(&intermediate, |chan| {
+            let plan = InitPlan {
+                spec: &spec,
+                rootfs: &rootfs,
+                ns: &ns,
+                cgroups: &view,
+                seccomp: seccomp.as_ref(),
+                state_dir: &state_dir,
+                preserve_fds,
+                stdio: stdio.as_ref(),
+                id: &id,
+                bundle: &bundle,
+            };
+            container_init(chan, &plan)
+        })?;
         drop(state_dir);
         // The container holds its own copies now: ours would keep pipes from reaching EOF.
         drop(stdio);
         cleanup.children.push(child);
-        let chan = runtime_end;
 
         if ns.new_user {
             expect(&chan, "creating the user namespace", |m| {

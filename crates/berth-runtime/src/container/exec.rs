@@ -13,10 +13,9 @@ use crate::state::Status;
 use super::create::{recv, recv_pid, unexpected};
 use super::Container;
 use crate::error::{IoContext, Result};
-use crate::init::{exec_process, intermediate, ExecPlan, Intermediate};
+use crate::init::{exec_process, spawn, ExecPlan, Intermediate};
 use crate::namespaces::{namespace_path, NamespacePlan};
-use crate::sync::{Channel, Msg};
-use crate::sys::process::{fork, Forked};
+use crate::sync::Msg;
 
 /// What to run.
 pub struct ExecOptions {
@@ -77,38 +76,21 @@ impl Container {
             .sort_by_key(|(t, _)| crate::namespaces::join_order(*t));
         let cgroup_files = self.cgroup()?.self_join_files();
 
-        let (runtime_end, child_end) =
-            Channel::pair().ctx(|| "creating the sync channel".into())?;
-        let child = match fork().ctx(|| "fork".into())? {
-            Forked::Child => {
-                drop(runtime_end);
-                // Never unwind back into the caller's code in a child.
-                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    intermediate(
-                        &child_end,
-                        &Intermediate {
-                            ns: &ns,
-                            spec: &spec,
-                            cgroup_files: &cgroup_files,
-                        },
-                    );
-                    exec_process(
-                        &child_end,
-                        &ExecPlan {
-                            process: &opts.process,
-                            seccomp: seccomp.as_ref(),
-                            preserve_fds: opts.preserve_fds,
-                            stdio: opts.stdio.as_ref(),
-                        },
-                    );
-                }));
-                crate::sys::process::exit_now(1);
-            }
-            Forked::Parent(pid) => pid,
+        let intermediate = Intermediate {
+            ns: &ns,
+            spec: &spec,
+            cgroup_files: &cgroup_files,
         };
-        drop(child_end);
+        let (child, chan) = spawn(&intermediate, |chan| {
+            let plan = ExecPlan {
+                process: &opts.process,
+                seccomp: seccomp.as_ref(),
+                preserve_fds: opts.preserve_fds,
+                stdio: opts.stdio.as_ref(),
+            };
+            exec_process(chan, &plan)
+        })?;
         drop(opts.stdio);
-        let chan = runtime_end;
         let kill = |pid: Pid| {
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             let _ = waitpid(pid, None);
