@@ -1,14 +1,18 @@
-//! Identifiers shared by every berth crate.
+//! Identifiers shared by every berth crate: container ids, content digests.
 //!
 //! Values from the outside world (CLI arguments, API paths, files on disk) are parsed into
 //! these types at the edge, so the code inside never handles an unchecked string. This crate
 //! does no I/O.
 #![forbid(unsafe_code)]
 
+mod digest;
+
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+pub use digest::{Digest, DigestError};
 
 /// Why a container id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
