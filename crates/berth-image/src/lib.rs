@@ -3,8 +3,11 @@
 //!
 //! Built bottom-up: [`content`] keeps verified blobs; [`unpack`] turns a layer tarball into
 //! a snapshot directory with overlayfs whiteouts, refusing anything that would write
-//! outside it.
+//! outside it; [`overlay`] stacks snapshots into a container's root filesystem; [`changes`]
+//! reads what a container changed (`docker diff`) and writes it as a new layer (commit).
 #![forbid(unsafe_code)]
 
+pub mod changes;
 pub mod content;
+pub mod overlay;
 pub mod unpack;

@@ -101,7 +101,7 @@ pub struct UnpackReport {
 /// Unpack the layer read from `layer` into a new snapshot directory `target` (which must
 /// not exist yet), checking the diff ID when one is expected.
 pub fn unpack_layer(
-    layer: impl Read,
+    layer: impl Read + Send + 'static,
     target: &Path,
     expected_diff_id: Option<&Digest>,
 ) -> Result<UnpackReport> {
@@ -137,24 +137,33 @@ pub fn unpack_layer(
     result
 }
 
-/// Hashes and counts what passes through.
-struct HashingReader<R> {
-    inner: R,
-    hasher: Sha256,
-    bytes: u64,
+/// Reads the chunks the decompression thread sends.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    current: Vec<u8>,
+    pos: usize,
 }
 
-impl<R: Read> Read for HashingReader<R> {
+impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        self.bytes += n as u64;
+        while self.pos == self.current.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.current = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0), // the sender is done: end of stream
+            }
+        }
+        let n = buf.len().min(self.current.len() - self.pos);
+        buf[..n].copy_from_slice(&self.current[self.pos..self.pos + n]);
+        self.pos += n;
         Ok(n)
     }
 }
 
 /// Unpack into the existing, empty directory `dir`.
-fn unpack_into(mut layer: impl Read, dir: &Path) -> Result<UnpackReport> {
+fn unpack_into(mut layer: impl Read + Send + 'static, dir: &Path) -> Result<UnpackReport> {
     let mut head = [0u8; 4];
     let mut got = 0;
     while got < head.len() {
@@ -167,20 +176,54 @@ fn unpack_into(mut layer: impl Read, dir: &Path) -> Result<UnpackReport> {
         got += n;
     }
     let compression = Compression::detect(&head[..got]);
-    let stream = io::Cursor::new(head[..got].to_vec()).chain(layer);
-    let decoded: Box<dyn Read> = match compression {
-        Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(
-            io::BufReader::with_capacity(CHUNK, stream),
-        )),
-        Compression::Zstd => {
-            Box::new(zstd::stream::read::Decoder::new(stream).map_err(io_err("starting zstd"))?)
+    // Decompression and hashing run on their own thread, feeding the writer through a
+    // bounded channel: the two halves of the work overlap on two cores, as GNU tar does
+    // with an external decompressor.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(16);
+    let head = head[..got].to_vec();
+    let decoder = std::thread::spawn(move || -> (Digest, u64) {
+        let stream = io::Cursor::new(head).chain(layer);
+        let mut hasher = Sha256::new();
+        let mut total = 0u64;
+        let decoded: io::Result<Box<dyn Read>> = match compression {
+            Compression::None => Ok(Box::new(stream)),
+            Compression::Gzip => Ok(Box::new(flate2::read::MultiGzDecoder::new(
+                io::BufReader::with_capacity(CHUNK, stream),
+            ))),
+            Compression::Zstd => {
+                zstd::stream::read::Decoder::new(stream).map(|d| Box::new(d) as Box<dyn Read>)
+            }
+        };
+        match decoded {
+            Ok(mut decoded) => loop {
+                let mut buf = vec![0u8; CHUNK];
+                match decoded.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        hasher.update(&buf);
+                        total += n as u64;
+                        if tx.send(Ok(buf)).is_err() {
+                            break; // the writer gave up
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            },
+            Err(e) => {
+                let _ = tx.send(Err(e));
+            }
         }
-    };
-    let mut hashing = HashingReader {
-        inner: decoded,
-        hasher: Sha256::new(),
-        bytes: 0,
+        (Digest::from_sha256(hasher.finalize().into()), total)
+    });
+    let mut hashing = ChannelReader {
+        rx,
+        current: Vec::new(),
+        pos: 0,
     };
     let root = nix::fcntl::open(
         dir,
@@ -193,6 +236,7 @@ fn unpack_into(mut layer: impl Read, dir: &Path) -> Result<UnpackReport> {
         dir: dir.to_owned(),
         dir_times: Vec::new(),
         written: Default::default(),
+        last_parent: None,
     };
     let mut entries = 0;
     {
@@ -209,10 +253,14 @@ fn unpack_into(mut layer: impl Read, dir: &Path) -> Result<UnpackReport> {
     // The diff ID covers the whole stream, including the tar's trailing padding.
     io::copy(&mut hashing, &mut io::sink()).map_err(io_err("reading the end of the layer"))?;
     writer.finish()?;
-    let digest = Digest::from_sha256(hashing.hasher.finalize().into());
+    drop(hashing);
+    let (digest, tar_size) = decoder.join().map_err(|_| UnpackError::Io {
+        context: "decompressing the layer".into(),
+        source: io::Error::other("the decompression thread panicked"),
+    })?;
     Ok(UnpackReport {
         diff_id: digest,
-        tar_size: hashing.bytes,
+        tar_size,
         entries,
         compression,
     })
@@ -226,6 +274,9 @@ struct Writer {
     dir_times: Vec<(PathBuf, TimeSpec)>,
     /// Regular files this layer wrote: the only valid hard-link targets.
     written: std::collections::HashSet<PathBuf>,
+    /// The directory of the previous entry: entries come grouped by directory, and walking
+    /// from the root for each one costs a syscall per path component.
+    last_parent: Option<(PathBuf, OwnedFd)>,
 }
 
 /// `path` made relative to the snapshot: a leading `/` or `./` is dropped; `..` refused.
@@ -254,7 +305,21 @@ fn clean_path(raw: &Path) -> Result<PathBuf> {
 
 impl Writer {
     /// Open (creating as needed) the parent directory of `rel`, never following a symlink.
-    fn parent_of(&self, rel: &Path) -> Result<(OwnedFd, OsString)> {
+    fn parent_of(&mut self, rel: &Path) -> Result<(OwnedFd, OsString)> {
+        let parent = rel.parent().unwrap_or(Path::new("")).to_owned();
+        if let Some((cached, fd)) = &self.last_parent {
+            if *cached == parent {
+                let name = rel.file_name().map(OsStr::to_owned).unwrap_or_default();
+                return Ok((fd.try_clone().map_err(io_err("dup"))?, name));
+            }
+        }
+        let (fd, name) = self.walk_parent(rel)?;
+        self.last_parent = Some((parent, fd.try_clone().map_err(io_err("dup"))?));
+        Ok((fd, name))
+    }
+
+    /// Open the parent of `rel` from the snapshot's root, one component at a time.
+    fn walk_parent(&self, rel: &Path) -> Result<(OwnedFd, OsString)> {
         let name = rel
             .file_name()
             .map(OsStr::to_owned)
@@ -298,15 +363,15 @@ impl Writer {
 
     /// Remove whatever is at `name` in `dir` (a later entry replaces an earlier one), except
     /// a directory when `keep_dir` (a directory entry over an existing directory merges).
-    fn clear(dir: BorrowedFd<'_>, name: &OsStr, keep_dir: bool) -> Result<()> {
+    fn clear(dir: BorrowedFd<'_>, name: &OsStr, keep_dir: bool) -> Result<bool> {
         match nix::sys::stat::fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
-            Err(nix::Error::ENOENT) => Ok(()),
+            Err(nix::Error::ENOENT) => Ok(false),
             Err(e) => Err(io_err("stat")(e)),
             Ok(st) => {
                 let is_dir =
                     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR;
                 if is_dir && keep_dir {
-                    return Ok(());
+                    return Ok(false);
                 }
                 let flag = if is_dir {
                     nix::unistd::UnlinkatFlags::RemoveDir
@@ -314,6 +379,7 @@ impl Writer {
                     nix::unistd::UnlinkatFlags::NoRemoveDir
                 };
                 nix::unistd::unlinkat(dir, name, flag)
+                    .map(|()| true)
                     .map_err(io_err(format!("replacing {}", name.to_string_lossy())))
             }
         }
@@ -342,7 +408,10 @@ impl Writer {
                 return Ok(()); // other AUFS metadata (.wh..wh.plnk and the like)
             }
             let hidden = OsStr::from_bytes(hidden);
-            Self::clear(dir.as_fd(), hidden, false)?;
+            if Self::clear(dir.as_fd(), hidden, false)? {
+                // A cached descriptor might name what was just removed.
+                self.last_parent = None;
+            }
             return nix::sys::stat::mknodat(
                 dir.as_fd(),
                 hidden,
@@ -363,7 +432,9 @@ impl Writer {
         let mtime = numeric(&old.mtime, header.mtime(), "mtime")? as i64;
         let kind = header.entry_type();
         let is_dir = kind.is_dir();
-        Self::clear(dir.as_fd(), &name, is_dir)?;
+        if Self::clear(dir.as_fd(), &name, is_dir)? {
+            self.last_parent = None;
+        }
 
         match kind {
             tar::EntryType::Directory => {
@@ -510,8 +581,9 @@ impl Writer {
     }
 
     /// Set directory times last: writing into a directory changes its mtime.
-    fn finish(self) -> Result<()> {
-        for (rel, t) in self.dir_times.iter().rev() {
+    fn finish(mut self) -> Result<()> {
+        let times = std::mem::take(&mut self.dir_times);
+        for (rel, t) in times.iter().rev() {
             let (dir, name) = self.parent_of(rel)?;
             nix::sys::stat::utimensat(
                 dir.as_fd(),

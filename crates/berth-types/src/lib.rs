@@ -1,4 +1,4 @@
-//! Identifiers shared by every berth crate: container ids, content digests.
+//! Identifiers shared by every berth crate: container ids, content digests, image references.
 //!
 //! Values from the outside world (CLI arguments, API paths, files on disk) are parsed into
 //! these types at the edge, so the code inside never handles an unchecked string. This crate
@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod digest;
+mod reference;
 
 use std::fmt;
 use std::str::FromStr;
@@ -13,6 +14,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use digest::{Digest, DigestError};
+pub use reference::{Reference, ReferenceError};
 
 /// Why a container id was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

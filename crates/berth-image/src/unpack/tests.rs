@@ -141,7 +141,12 @@ fn round_trip_of_every_entry_kind() {
         .unwrap();
     let tarball = b.into_inner().unwrap();
 
-    let report = unpack_layer(&tarball[..], &s.target(), Some(&sha(&tarball))).unwrap();
+    let report = unpack_layer(
+        std::io::Cursor::new(tarball.to_vec()),
+        &s.target(),
+        Some(&sha(&tarball)),
+    )
+    .unwrap();
     assert_eq!(report.compression, Compression::None);
     assert_eq!(report.tar_size, tarball.len() as u64);
     let t = s.target();
@@ -205,7 +210,12 @@ fn gzip_and_zstd_give_the_same_diff_id() {
         (zst, Compression::Zstd),
     ] {
         let s = Scratch::new();
-        let r = unpack_layer(&bytes[..], &s.target(), Some(&sha(&tarball))).unwrap();
+        let r = unpack_layer(
+            std::io::Cursor::new(bytes.to_vec()),
+            &s.target(),
+            Some(&sha(&tarball)),
+        )
+        .unwrap();
         assert_eq!(r.compression, kind);
         assert_eq!(
             std::fs::read(s.target().join("a/b")).unwrap().len(),
@@ -220,7 +230,12 @@ fn wrong_diff_id_stores_nothing() {
     let mut raw = Raw::new();
     raw.file("x", b"data");
     let wrong = sha(b"something else");
-    let err = unpack_layer(&raw.bytes()[..], &s.target(), Some(&wrong)).unwrap_err();
+    let err = unpack_layer(
+        std::io::Cursor::new(raw.bytes().to_vec()),
+        &s.target(),
+        Some(&wrong),
+    )
+    .unwrap_err();
     assert!(matches!(err, UnpackError::DiffIdMismatch { .. }), "{err}");
     assert!(!s.target().exists());
     s.only_snapshot();
@@ -233,7 +248,7 @@ fn refused(tarball: Vec<u8>, outside: &Path) {
         .unwrap()
         .map(|e| e.unwrap().file_name())
         .collect();
-    let err = unpack_layer(&tarball[..], &s.target(), None).unwrap_err();
+    let err = unpack_layer(std::io::Cursor::new(tarball.to_vec()), &s.target(), None).unwrap_err();
     assert!(
         matches!(err, UnpackError::Escape { .. }),
         "expected an escape error, got: {err}"
@@ -336,7 +351,7 @@ fn absolute_names_and_devices_stay_inside() {
         None,
         0o600,
     );
-    unpack_layer(&r.bytes()[..], &s.target(), None).unwrap();
+    unpack_layer(std::io::Cursor::new(r.bytes().to_vec()), &s.target(), None).unwrap();
     assert!(
         !Path::new("/etc/berth-absolute-test").exists(),
         "an absolute name reached the host"
@@ -359,7 +374,7 @@ fn later_entries_replace_earlier_ones() {
         .file("f", b"second")
         .entry("g", tar::EntryType::Symlink, b"", Some("/nowhere"), 0o777)
         .file("g", b"file now");
-    unpack_layer(&r.bytes()[..], &s.target(), None).unwrap();
+    unpack_layer(std::io::Cursor::new(r.bytes().to_vec()), &s.target(), None).unwrap();
     assert_eq!(std::fs::read(s.target().join("f")).unwrap(), b"second");
     assert_eq!(
         std::fs::read(s.target().join("g")).unwrap(),
@@ -376,7 +391,7 @@ fn runs_of_zeros_become_holes() {
     *data.last_mut().unwrap() = 2;
     let mut r = Raw::new();
     r.file("sparse", &data);
-    unpack_layer(&r.bytes()[..], &s.target(), None).unwrap();
+    unpack_layer(std::io::Cursor::new(r.bytes().to_vec()), &s.target(), None).unwrap();
     let m = std::fs::metadata(s.target().join("sparse")).unwrap();
     assert_eq!(m.len(), 8 << 20);
     assert!(
@@ -395,7 +410,7 @@ fn existing_target_is_refused() {
     let mut r = Raw::new();
     r.file("x", b"1");
     assert!(matches!(
-        unpack_layer(&r.bytes()[..], &s.target(), None),
+        unpack_layer(std::io::Cursor::new(r.bytes().to_vec()), &s.target(), None),
         Err(UnpackError::Exists(_))
     ));
 }
