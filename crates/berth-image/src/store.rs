@@ -126,8 +126,8 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
 /// Images, tags and snapshots under one data root.
 #[derive(Debug)]
 pub struct ImageStore {
-    root: PathBuf,
-    content: ContentStore,
+    pub(crate) root: PathBuf,
+    pub(crate) content: ContentStore,
 }
 
 impl ImageStore {
@@ -163,11 +163,11 @@ impl ImageStore {
         &self.content
     }
 
-    fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
+    pub(crate) fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
         self.root.join("snapshots").join(chain_id.hex())
     }
 
-    fn record_path(&self, id: &Digest) -> PathBuf {
+    pub(crate) fn record_path(&self, id: &Digest) -> PathBuf {
         self.root
             .join("metadata/images")
             .join(format!("{}.json", id.hex()))
@@ -189,7 +189,7 @@ impl ImageStore {
         }
     }
 
-    fn save_tags(&self, tags: &BTreeMap<String, Digest>) -> Result<()> {
+    pub(crate) fn save_tags(&self, tags: &BTreeMap<String, Digest>) -> Result<()> {
         let bytes = serde_json::to_vec_pretty(tags)
             .map_err(|e| io_err("encoding tags")(io::Error::other(e)))?;
         write_atomic(&self.tags_path(), &bytes).map_err(io_err("writing tags.json"))
@@ -469,6 +469,9 @@ impl ImageStore {
         for d in [&rootfs.upper, &rootfs.work, &rootfs.merged] {
             std::fs::create_dir_all(d).map_err(io_err(format!("creating {}", d.display())))?;
         }
+        // Which image the container uses: `rmi` refuses to delete an image in use.
+        write_atomic(&base.join("image"), image.id.to_string().as_bytes())
+            .map_err(io_err("recording the container's image"))?;
         if rootfs.lowers.is_empty() {
             // An image without layers: overlay needs a lower directory, give it an empty one.
             let empty = base.join("empty");
@@ -481,6 +484,26 @@ impl ImageStore {
         }
         rootfs.mount()?;
         Ok(rootfs)
+    }
+
+    /// Containers with a root filesystem in the store, and the image each one uses.
+    pub fn containers(&self) -> Result<Vec<(String, Digest)>> {
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(self.root.join("containers"))
+            .map_err(io_err("listing containers"))?
+            .flatten()
+        {
+            let Ok(text) = std::fs::read_to_string(entry.path().join("image")) else {
+                continue;
+            };
+            if let (Some(name), Ok(id)) =
+                (entry.file_name().to_str(), text.trim().parse::<Digest>())
+            {
+                out.push((name.to_owned(), id));
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     /// Unmount a container's root filesystem and remove its writable layer.

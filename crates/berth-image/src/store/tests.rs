@@ -95,6 +95,10 @@ fn container_rootfs_commit_and_shared_layers() {
     let image = s.store.image(&id).unwrap();
     s.containers.push("c1".into());
     let rootfs = s.store.mount_container("c1", &image).unwrap();
+    assert_eq!(
+        s.store.containers().unwrap(),
+        vec![("c1".to_owned(), id.clone())]
+    );
     assert!(rootfs.merged.join("bin/busybox").is_file());
     assert!(
         rootfs.merged.join("bin/sh").is_file(),
