@@ -11,7 +11,9 @@
 
 pub mod base;
 pub mod changes;
+pub mod config_changes;
 pub mod content;
+pub mod export;
 pub mod overlay;
 pub mod store;
 pub mod unpack;
