@@ -106,3 +106,41 @@ pub fn import_busybox(store: &ImageStore, busybox: &Path) -> Result<Digest, Stor
         &format!("berth: busybox from {}", busybox.display()),
     )
 }
+
+/// Import a directory tree (a root filesystem made by debootstrap, say) as a one-layer
+/// image. The tar is streamed through a pipe into the store: no temporary tarball.
+pub fn import_dir(
+    store: &ImageStore,
+    dir: &Path,
+    config: oci_spec::image::Config,
+    comment: &str,
+) -> Result<Digest, StoreError> {
+    if !dir.is_dir() {
+        return Err(StoreError::Invalid {
+            context: format!("importing {}", dir.display()),
+            message: "not a directory".into(),
+        });
+    }
+    let (reader, writer) = io::pipe().map_err(|source| StoreError::Io {
+        context: "creating a pipe".into(),
+        source,
+    })?;
+    let root = dir.to_owned();
+    let producer = std::thread::spawn(move || -> io::Result<()> {
+        let mut b = tar::Builder::new(writer);
+        b.follow_symlinks(false);
+        b.mode(tar::HeaderMode::Complete);
+        b.append_dir_all(".", &root)?;
+        b.finish()
+    });
+    let imported = store.import(reader, config, comment);
+    let produced = producer.join().map_err(|_| StoreError::Io {
+        context: format!("reading {}", dir.display()),
+        source: io::Error::other("the tar thread panicked"),
+    })?;
+    produced.map_err(|source| StoreError::Io {
+        context: format!("reading {}", dir.display()),
+        source,
+    })?;
+    imported
+}

@@ -195,3 +195,34 @@ fn bad_container_ids_are_refused() {
         );
     }
 }
+
+#[test]
+fn a_directory_becomes_an_image() {
+    let mut s = store();
+    let tree = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tree.path().join("etc/apt")).unwrap();
+    std::fs::write(tree.path().join("etc/os-release"), "ID=debian\n").unwrap();
+    std::os::unix::fs::symlink("../etc/os-release", tree.path().join("etc/apt/link")).unwrap();
+    let config = oci_spec::image::ConfigBuilder::default()
+        .cmd(vec!["bash".to_owned()])
+        .build()
+        .unwrap();
+    let id = crate::base::import_dir(&s.store, tree.path(), config, "debootstrap").unwrap();
+    s.containers.push("d".into());
+    let rootfs = s
+        .store
+        .mount_container("d", &s.store.image(&id).unwrap())
+        .unwrap();
+    assert_eq!(
+        std::fs::read_to_string(rootfs.merged.join("etc/os-release")).unwrap(),
+        "ID=debian\n"
+    );
+    assert_eq!(
+        std::fs::read_link(rootfs.merged.join("etc/apt/link")).unwrap(),
+        Path::new("../etc/os-release")
+    );
+    assert!(matches!(
+        crate::base::import_dir(&s.store, Path::new("/no/such/dir"), Config::default(), "x"),
+        Err(StoreError::Invalid { .. })
+    ));
+}
