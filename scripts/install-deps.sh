@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Install what berth needs on Debian 12 (as root): the C pieces the build links or runs
 # (libseccomp, gcc for the static test probe), busybox-static for offline root filesystems,
-# iproute2 and procps for tests, and the reference runtimes and hyperfine for the benchmark.
+# iproute2 and procps for tests, skopeo as the image-format peer, and the reference runtimes,
+# zstd and hyperfine for the benchmarks.
 set -euo pipefail
 
-packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 procps crun runc hyperfine ca-certificates)
+packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 procps crun runc hyperfine ca-certificates skopeo zstd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
