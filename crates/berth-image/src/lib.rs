@@ -9,11 +9,13 @@
 //! an offline busybox image.
 #![forbid(unsafe_code)]
 
+pub mod archive;
 pub mod base;
 pub mod changes;
 pub mod config_changes;
 pub mod content;
 pub mod export;
+pub mod manage;
 pub mod overlay;
 pub mod store;
 pub mod unpack;

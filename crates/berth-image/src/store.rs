@@ -16,9 +16,10 @@
 //! whole or a `.unpacking-*` leftover that [`ImageStore::open`] removes.
 
 use std::collections::BTreeMap;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use berth_types::{Digest, Reference};
 use oci_spec::image::{
@@ -69,7 +70,7 @@ fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> StoreError {
 }
 
 /// The largest manifest or config we read into memory.
-const MAX_JSON: u64 = 16 << 20;
+pub(crate) const MAX_JSON: u64 = 16 << 20;
 
 /// One layer of an image, as recorded in the store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -110,17 +111,28 @@ pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
     }
 }
 
-/// Write `bytes` to `path` atomically and durably.
-fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        File::open(dir)?.sync_all()?;
+/// Write `bytes` to `path` through a temporary file, fsync and rename, then fsync the
+/// directory.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    ));
+    let result = (|| {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
     }
-    Ok(())
+    result
 }
 
 /// Images, tags and snapshots under one data root.
@@ -156,6 +168,14 @@ impl ImageStore {
         Ok(ImageStore {
             root: data_root.to_owned(),
             content,
+        })
+    }
+
+    /// Hold off garbage collection while writing blobs no record names yet.
+    fn gc_lease(&self) -> Result<crate::manage::GcLease> {
+        self.lease().map_err(|e| StoreError::Invalid {
+            context: "holding off garbage collection".into(),
+            message: e.to_string(),
         })
     }
 
@@ -368,8 +388,12 @@ impl ImageStore {
             .architecture(oci_spec::image::Arch::Amd64)
             .os(oci_spec::image::Os::Linux)
             .config(config)
-            .rootfs(rootfs)
-            .history(history);
+            .rootfs(rootfs);
+        // An empty history is left out rather than written as `[]`: Go tools (skopeo)
+        // drop it when they re-encode a config, which would change the image's ID.
+        if !history.is_empty() {
+            builder = builder.history(history);
+        }
         if let Some(a) = author {
             builder = builder.author(a);
         }
@@ -426,6 +450,7 @@ impl ImageStore {
 
     /// `docker import`: a root filesystem tarball becomes a one-layer image.
     pub fn import(&self, tar: impl Read, config: Config, comment: &str) -> Result<Digest> {
+        let _lease = self.gc_lease()?;
         let layer = self.add_layer(tar, None)?;
         let history = HistoryBuilder::default()
             .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
@@ -541,6 +566,7 @@ impl ImageStore {
         author: Option<String>,
         comment: &str,
     ) -> Result<Digest> {
+        let _lease = self.gc_lease()?;
         let mut tar = Vec::new();
         crate::changes::write_layer(&rootfs.upper, &mut tar)
             .map_err(io_err("reading the container's changes"))?;
@@ -563,7 +589,15 @@ impl ImageStore {
             .unwrap_or_default();
         let mut layers = image.layers.clone();
         layers.push(layer);
-        self.create_image(layers, config, history, author)
+        let id = self.create_image(layers, config, history, author)?;
+        // As Docker records it: the committed image is a child of the container's image
+        // (history lists it below, rmi will not remove the parent from under it).
+        self.set_parent(&id, &image.id)
+            .map_err(|e| StoreError::Invalid {
+                context: format!("recording the parent of {id}"),
+                message: e.to_string(),
+            })?;
+        Ok(id)
     }
 }
 
