@@ -93,6 +93,17 @@ pub struct ImageRecord {
     pub layers: Vec<LayerRecord>,
 }
 
+/// What [`ImageStore::check`] found.
+#[derive(Debug)]
+pub struct StoreCheck {
+    /// The content store's own check (leftover ingest files, quarantined blobs).
+    pub content: crate::content::CheckReport,
+    /// Images that lack content, with what is missing. They are reported, never dropped:
+    /// a missing layer blob whose snapshot exists still runs, and a later pull or load can
+    /// bring the rest back.
+    pub incomplete_images: Vec<(Digest, Vec<String>)>,
+}
+
 /// A container's root filesystem: the image's snapshots under its own writable layer.
 #[derive(Debug, Clone)]
 pub struct ContainerRootfs {
@@ -168,6 +179,45 @@ impl ImageStore {
         Ok(ImageStore {
             root: data_root.to_owned(),
             content,
+        })
+    }
+
+    /// The start-up self-check: verify the content store (quarantining damaged blobs) and
+    /// report every image whose config, manifest or layers are gone.
+    pub fn check(&self, mode: crate::content::CheckMode) -> Result<StoreCheck> {
+        let content = self.content.check(mode)?;
+        let mut incomplete_images = Vec::new();
+        for image in self.list()? {
+            let mut missing = Vec::new();
+            if !self.content.contains(&image.id) {
+                missing.push(format!("config {}", image.id));
+            }
+            if !self.content.contains(&image.manifest) {
+                missing.push(format!("manifest {}", image.manifest));
+            }
+            for layer in &image.layers {
+                let blob = self.content.contains(&layer.digest);
+                let snapshot = self.snapshot_dir(&layer.chain_id).is_dir();
+                if !blob && !snapshot {
+                    missing.push(format!(
+                        "layer {} (neither its blob nor its snapshot)",
+                        layer.digest
+                    ));
+                } else if !blob {
+                    missing.push(format!(
+                        "layer blob {} (its snapshot still runs)",
+                        layer.digest
+                    ));
+                }
+            }
+            if !missing.is_empty() {
+                tracing::warn!(image = %image.id, ?missing, "image store: incomplete image");
+                incomplete_images.push((image.id.clone(), missing));
+            }
+        }
+        Ok(StoreCheck {
+            content,
+            incomplete_images,
         })
     }
 
@@ -454,7 +504,7 @@ impl ImageStore {
         let layer = self.add_layer(tar, None)?;
         let history = HistoryBuilder::default()
             .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-            .created_by(comment.to_owned())
+            .comment(comment.to_owned())
             .build()
             .map_err(|e| StoreError::Invalid {
                 context: "history".into(),
@@ -577,7 +627,7 @@ impl ImageStore {
         history.push(
             HistoryBuilder::default()
                 .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-                .created_by(comment.to_owned())
+                .comment(comment.to_owned())
                 .build()
                 .map_err(|e| StoreError::Invalid {
                     context: "history".into(),

@@ -675,7 +675,8 @@ fn inspect_and_history_shapes() {
     assert_eq!(history.len(), 2);
     assert_eq!(history[0].id, child.to_string());
     assert_eq!(history[0].tags, Some(vec!["app:1".to_owned()]));
-    assert_eq!(history[0].created_by, "berth commit");
+    // As `docker commit -m` / `docker import` record it: the message is the comment.
+    assert_eq!(history[0].comment, "berth commit");
     assert_eq!(history[0].size, 3000);
     assert_eq!(
         history[1].id,
@@ -683,7 +684,7 @@ fn inspect_and_history_shapes() {
         "the parent names the step below"
     );
     assert_eq!(history[1].tags, Some(vec!["busybox:latest".to_owned()]));
-    assert!(history[1].created_by.starts_with("berth: busybox from"));
+    assert!(history[1].comment.starts_with("berth: busybox from"));
     assert_eq!(
         keys_in_order(&history[0]),
         ["Comment", "Created", "CreatedBy", "Id", "Size", "Tags"]

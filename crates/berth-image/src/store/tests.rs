@@ -226,3 +226,43 @@ fn a_directory_becomes_an_image() {
         Err(StoreError::Invalid { .. })
     ));
 }
+
+#[test]
+fn check_reports_missing_content_and_keeps_records() {
+    let s = store();
+    let id = import_busybox(&s.store, busybox()).unwrap();
+    let image = s.store.image(&id).unwrap();
+    let clean = s.store.check(crate::content::CheckMode::Full).unwrap();
+    assert!(clean.incomplete_images.is_empty() && clean.content.quarantined.is_empty());
+    // Lose the layer blob (its snapshot remains), then damage the manifest.
+    s.store.content().delete(&image.layers[0].digest).unwrap();
+    let manifest = s
+        ._dir
+        .path()
+        .join("content/blobs/sha256")
+        .join(image.manifest.hex());
+    let mut perms = std::fs::metadata(&manifest).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o644);
+    std::fs::set_permissions(&manifest, perms).unwrap();
+    std::fs::write(&manifest, b"{}").unwrap();
+    let report = s.store.check(crate::content::CheckMode::Full).unwrap();
+    assert_eq!(
+        report.content.quarantined.len(),
+        1,
+        "the damaged manifest is quarantined"
+    );
+    let (bad, missing) = &report.incomplete_images[0];
+    assert_eq!(bad, &id);
+    assert!(
+        missing.iter().any(|m| m.starts_with("manifest")),
+        "{missing:?}"
+    );
+    assert!(
+        missing
+            .iter()
+            .any(|m| m.contains("its snapshot still runs")),
+        "{missing:?}"
+    );
+    // Reported, not dropped: the image is still listed and its snapshot still mounts.
+    assert_eq!(s.store.list().unwrap().len(), 1);
+}
