@@ -502,15 +502,7 @@ impl ImageStore {
     pub fn import(&self, tar: impl Read, config: Config, comment: &str) -> Result<Digest> {
         let _lease = self.gc_lease()?;
         let layer = self.add_layer(tar, None)?;
-        let history = HistoryBuilder::default()
-            .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-            .comment(comment.to_owned())
-            .build()
-            .map_err(|e| StoreError::Invalid {
-                context: "history".into(),
-                message: e.to_string(),
-            })?;
-        self.create_image(vec![layer], config, vec![history], None)
+        self.create_image(vec![layer], config, vec![history_entry(comment)?], None)
     }
 
     /// Prepare and mount the root filesystem of container `container_id` from `image`.
@@ -624,16 +616,7 @@ impl ImageStore {
         let layer = self.add_layer(&tar[..], parent_chain)?;
         let base_config = self.config(image)?;
         let mut history = base_config.history().clone().unwrap_or_default();
-        history.push(
-            HistoryBuilder::default()
-                .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
-                .comment(comment.to_owned())
-                .build()
-                .map_err(|e| StoreError::Invalid {
-                    context: "history".into(),
-                    message: e.to_string(),
-                })?,
-        );
+        history.push(history_entry(comment)?);
         let config = config
             .or_else(|| base_config.config().clone())
             .unwrap_or_default();
@@ -649,6 +632,18 @@ impl ImageStore {
             })?;
         Ok(id)
     }
+}
+
+/// A history entry made now, with `comment` as `docker import` / `docker commit -m` record it.
+fn history_entry(comment: &str) -> Result<History> {
+    HistoryBuilder::default()
+        .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .comment(comment.to_owned())
+        .build()
+        .map_err(|e| StoreError::Invalid {
+            context: "history".into(),
+            message: e.to_string(),
+        })
 }
 
 fn rootfs_with(r: &ContainerRootfs, lowers: Vec<PathBuf>) -> ContainerRootfs {
