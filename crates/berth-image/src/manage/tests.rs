@@ -2,8 +2,14 @@
 //! parent pruning, prune, garbage collection checked against the files on disk, and the
 //! JSON shapes of images, inspect, history and system df.
 
-use std::path::Path;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
 
+use serde::Serialize;
+use serde_json::Value;
+
+use super::delete::is_single_reference;
+use super::list::rfc3339_nano;
 use super::*;
 use crate::base::import_busybox;
 use crate::store::ContainerRootfs;
