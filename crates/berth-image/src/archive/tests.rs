@@ -2,10 +2,14 @@
 //! skopeo in both directions, the archive layouts of older Docker versions, and bad archives
 //! refused without leaving an image behind.
 
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::Path;
 use std::process::Command;
 
 use super::*;
 use crate::base::{busybox_layer, import_busybox};
+use crate::store::{ImageRecord, ImageStore, MAX_JSON};
 
 const SKOPEO: &str = "/usr/bin/skopeo";
 
