@@ -97,10 +97,13 @@ pub fn load_oci_layout(store: &ImageStore, dir: &Path) -> Result<Vec<(Digest, Ve
 
 /// Read a small file whole, refusing one larger than [`MAX_JSON`].
 fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
+    read_all_bounded(open_regular(path)?)
+}
+
+/// Read an open file whole, refusing more than [`MAX_JSON`] bytes.
+fn read_all_bounded(file: File) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    File::open(path)?
-        .take(MAX_JSON + 1)
-        .read_to_end(&mut bytes)?;
+    file.take(MAX_JSON + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_JSON {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -108,6 +111,23 @@ fn read_bounded(path: &Path) -> io::Result<Vec<u8>> {
         ));
     }
     Ok(bytes)
+}
+
+/// Open a file of a layout directory, which the user hands us: non-blocking, so a FIFO
+/// planted there cannot hang the load, and only if it is a regular file.
+fn open_regular(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file",
+        ));
+    }
+    Ok(file)
 }
 
 /// Where an archive keeps its blobs, for the part of loading that follows an OCI index.
@@ -128,7 +148,7 @@ struct LayoutDir<'a> {
 impl LayoutDir<'_> {
     fn open(&self, digest: &Digest, what: &str) -> Result<(File, PathBuf)> {
         let path = self.dir.join(blob_path(digest));
-        match File::open(&path) {
+        match open_regular(&path) {
             Ok(file) => Ok((file, path)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Err(ArchiveError::Missing {
                 what: what.to_owned(),
@@ -149,8 +169,9 @@ impl BlobSource for LayoutDir<'_> {
     }
 
     fn document(&mut self, digest: &Digest, what: &str) -> Result<Vec<u8>> {
-        let (_, path) = self.open(digest, what)?;
-        let bytes = read_bounded(&path).map_err(io_err(format!("reading {}", path.display())))?;
+        let (file, path) = self.open(digest, what)?;
+        let bytes =
+            read_all_bounded(file).map_err(io_err(format!("reading {}", path.display())))?;
         let actual = sha256(&bytes);
         if actual != *digest {
             return Err(ArchiveError::DigestMismatch {

@@ -4,7 +4,8 @@
 
 use std::fs::{self, File};
 use std::io::Write;
-use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::*;
@@ -706,4 +707,73 @@ fn one_bad_image_keeps_the_good_one_out_too() {
     let err = load_docker_archive(&s.store, &archive[..]).unwrap_err();
     assert!(matches!(err, ArchiveError::LayerCount { .. }), "{err}");
     assert_nothing_loaded(&s.store);
+}
+
+/// Load `layout` on a thread and return its result, failing (instead of hanging) when the
+/// load blocks on `fifo`.
+fn load_without_blocking(
+    store: ImageStore,
+    layout: PathBuf,
+    fifo: PathBuf,
+) -> Result<Vec<(Digest, Vec<Reference>)>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // The whole error chain, as the binaries print it.
+        let chained = |e: ArchiveError| {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                text.push_str(&format!(": {s}"));
+                source = s.source();
+            }
+            text
+        };
+        let _ = tx.send(load_oci_layout(&store, &layout).map_err(chained));
+    });
+    match rx.recv_timeout(std::time::Duration::from_secs(20)) {
+        Ok(r) => r.map_err(|message| ArchiveError::Malformed {
+            file: "layout".into(),
+            message,
+        }),
+        Err(_) => {
+            // Release the blocked reader before failing, so the thread can end.
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo);
+            panic!("loading a layout with a FIFO at {} blocked", fifo.display());
+        }
+    }
+}
+
+#[test]
+fn fifos_in_a_layout_are_refused_not_waited_on() {
+    let a = store();
+    let base = busybox_image(&a);
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("layout");
+    save_oci_layout(
+        &a.store,
+        &[(base.clone(), vec![reference("busybox:1")])],
+        &layout,
+    )
+    .unwrap();
+    let make_fifo = |p: &Path| {
+        fs::remove_file(p).unwrap();
+        nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    };
+
+    // A FIFO as the manifest blob the index points at.
+    let manifest = layout.join("blobs/sha256").join(base.manifest.hex());
+    make_fifo(&manifest);
+    let b = ImageStore::open(&out.path().join("store-b")).unwrap();
+    let err = load_without_blocking(b, layout.clone(), manifest.clone()).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
+
+    // A FIFO as index.json itself.
+    let index = layout.join("index.json");
+    make_fifo(&index);
+    let c = ImageStore::open(&out.path().join("store-c")).unwrap();
+    let err = load_without_blocking(c, layout, index).unwrap_err();
+    assert!(err.to_string().contains("not a regular file"), "{err}");
 }
