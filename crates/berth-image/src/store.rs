@@ -434,7 +434,7 @@ impl ImageStore {
             .build()
             .map_err(invalid)?;
         let mut builder = ImageConfigurationBuilder::default()
-            .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+            .created(berth_types::time::now_rfc3339_nano())
             .architecture(oci_spec::image::Arch::Amd64)
             .os(oci_spec::image::Os::Linux)
             .config(config)
@@ -637,7 +637,7 @@ impl ImageStore {
 /// A history entry made now, with `comment` as `docker import` / `docker commit -m` record it.
 fn history_entry(comment: &str) -> Result<History> {
     HistoryBuilder::default()
-        .created(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))
+        .created(berth_types::time::now_rfc3339_nano())
         .comment(comment.to_owned())
         .build()
         .map_err(|e| StoreError::Invalid {

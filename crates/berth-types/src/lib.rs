@@ -7,6 +7,7 @@
 
 mod digest;
 mod reference;
+pub mod time;
 
 use std::fmt;
 use std::str::FromStr;

@@ -195,24 +195,6 @@ fn unix_seconds(text: Option<&str>) -> i64 {
     parse_time(text).map_or(0, |t| t.timestamp())
 }
 
-/// Go's `time.RFC3339Nano`, as Docker prints `Created`: nanoseconds without trailing zeros.
-pub(super) fn rfc3339_nano(t: &chrono::DateTime<chrono::FixedOffset>) -> String {
-    let full = t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
-    let Some(dot) = full.find('.') else {
-        return full;
-    };
-    let digits_end = full[dot + 1..]
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or(full.len(), |i| dot + 1 + i);
-    let fraction = full[dot + 1..digits_end].trim_end_matches('0');
-    let zone = &full[digits_end..];
-    if fraction.is_empty() {
-        format!("{}{zone}", &full[..dot])
-    } else {
-        format!("{}.{fraction}{zone}", &full[..dot])
-    }
-}
-
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -373,7 +355,7 @@ impl ImageStore {
                 .unwrap_or_default(),
             comment,
             created: parse_time(config.created.as_deref())
-                .map(|t| rfc3339_nano(&t))
+                .map(|t| berth_types::time::rfc3339_nano(&t))
                 .unwrap_or_default(),
             author: config.author.unwrap_or_default(),
             config: config.config.unwrap_or_default(),

@@ -9,7 +9,6 @@ use serde::Serialize;
 use serde_json::Value;
 
 use super::delete::is_single_reference;
-use super::list::rfc3339_nano;
 use super::*;
 use crate::base::import_busybox;
 use crate::store::ContainerRootfs;
@@ -708,20 +707,6 @@ fn inspect_and_history_shapes() {
     assert_eq!(
         (err.kind(), err.to_string()),
         (ErrorKind::NotFound, "No such image: nope:latest".to_owned())
-    );
-}
-
-#[test]
-fn created_prints_like_go() {
-    let t = |s: &str| rfc3339_nano(&chrono::DateTime::parse_from_rfc3339(s).unwrap());
-    assert_eq!(
-        t("2024-01-02T03:04:05.120000000Z"),
-        "2024-01-02T03:04:05.12Z"
-    );
-    assert_eq!(t("2024-01-02T03:04:05.000000000Z"), "2024-01-02T03:04:05Z");
-    assert_eq!(
-        t("2024-01-02T03:04:05.123456789+02:00"),
-        "2024-01-02T03:04:05.123456789+02:00"
     );
 }
 
