@@ -1,0 +1,2 @@
+//! OWNED BY THE AUTH HELPER: `WWW-Authenticate` challenges, basic auth and the bearer-token
+//! flow.

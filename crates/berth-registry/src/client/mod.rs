@@ -1,0 +1,72 @@
+//! The registry client: sessions with registries, pull and push.
+//!
+//! A [`Registry`] holds what every transfer shares (transport policy, credentials, the
+//! concurrency limits); a [`session::Session`] talks to one repository of one registry and
+//! owns the authentication dance; [`pull`] and [`push`] move images between a session and
+//! the [`berth_image::store::ImageStore`].
+
+pub mod auth;
+pub mod login;
+pub mod pull;
+pub mod push;
+pub mod session;
+pub mod tls;
+
+use std::path::PathBuf;
+
+use crate::credentials::CredentialStore;
+
+/// The default directory of per-registry TLS material, laid out as Docker's `certs.d`.
+pub const DEFAULT_CERTS_DIR: &str = "/etc/berth/certs.d";
+
+/// Transport policy and limits, from daemon.json / flags (Docker's names in comments).
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Registries reachable over plain HTTP (`insecure-registries`): `host`, `host:port` or a
+    /// CIDR such as `10.0.0.0/8`. Loopback registries always are, as in Docker.
+    pub insecure_registries: Vec<String>,
+    /// Pull-through mirrors for Docker Hub (`registry-mirrors`), tried in order before it.
+    pub registry_mirrors: Vec<String>,
+    /// Per-registry CAs and client certificates: `<certs_dir>/<host:port>/{*.crt,*.cert,*.key}`.
+    pub certs_dir: PathBuf,
+    /// Layers downloaded at once per pull (`max-concurrent-downloads`, default 3).
+    pub max_concurrent_downloads: usize,
+    /// Layers uploaded at once per push (`max-concurrent-uploads`, default 5).
+    pub max_concurrent_uploads: usize,
+    /// Attempts per layer before a transient error fails the pull (`max-download-attempts`, 5).
+    pub max_download_attempts: u32,
+    /// `User-Agent` sent to registries.
+    pub user_agent: String,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            insecure_registries: Vec::new(),
+            registry_mirrors: Vec::new(),
+            certs_dir: PathBuf::from(DEFAULT_CERTS_DIR),
+            max_concurrent_downloads: 3,
+            max_concurrent_uploads: 5,
+            max_download_attempts: 5,
+            user_agent: format!("berth/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// What every session of one client shares.
+#[derive(Debug, Clone)]
+pub struct Registry {
+    pub config: ClientConfig,
+    /// Where credentials come from when a caller gives none (the daemon passes the
+    /// client's `X-Registry-Auth` instead).
+    pub credentials: CredentialStore,
+}
+
+impl Registry {
+    pub fn new(config: ClientConfig, credentials: CredentialStore) -> Registry {
+        Registry {
+            config,
+            credentials,
+        }
+    }
+}

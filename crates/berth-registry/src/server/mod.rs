@@ -1,0 +1,1 @@
+//! OWNED BY THE SERVER HELPER: the distribution API over the content store.
