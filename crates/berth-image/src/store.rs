@@ -233,8 +233,58 @@ impl ImageStore {
         &self.content
     }
 
-    pub(crate) fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
+    /// The data root this store lives under.
+    pub fn data_root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the snapshot of the layer stack `chain_id` lives (it may not exist yet).
+    pub fn snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
         self.root.join("snapshots").join(chain_id.hex())
+    }
+
+    /// A fresh place to unpack a layer whose content is not verified yet (a download in
+    /// flight). Its name marks it half-made, so [`ImageStore::open`] tidies it after a crash;
+    /// [`ImageStore::install_snapshot`] moves it into place once verified.
+    pub fn staging_snapshot_dir(&self, chain_id: &Digest) -> PathBuf {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.root.join("snapshots").join(format!(
+            ".unpacking-staged-{}-{}-{n}",
+            chain_id.hex(),
+            std::process::id()
+        ))
+    }
+
+    /// Move a verified staging snapshot to its place as the snapshot of `chain_id`. When
+    /// another pull installed the same layer meanwhile, this copy is removed and theirs kept.
+    pub fn install_snapshot(&self, staging: &Path, chain_id: &Digest) -> Result<PathBuf> {
+        let dir = self.snapshot_dir(chain_id);
+        if dir.is_dir() {
+            let _ = std::fs::remove_dir_all(staging);
+            return Ok(dir);
+        }
+        match std::fs::rename(staging, &dir) {
+            Ok(()) => Ok(dir),
+            Err(_) if dir.is_dir() => {
+                let _ = std::fs::remove_dir_all(staging);
+                Ok(dir)
+            }
+            Err(e) => Err(io_err(format!("moving a snapshot to {}", dir.display()))(e)),
+        }
+    }
+
+    /// Record an image whose config, manifest and layer blobs are in the content store and
+    /// whose snapshots exist (a pull). A record already there is kept, with its manifest.
+    /// Repository digests (`RepoDigests`) are digest references: [`ImageStore::tag`] them.
+    pub fn record_image(&self, record: &ImageRecord) -> Result<()> {
+        if self.image(&record.id).is_ok() {
+            return Ok(());
+        }
+        let bytes = serde_json::to_vec_pretty(record)
+            .map_err(|e| io_err("encoding the image record")(io::Error::other(e)))?;
+        write_atomic(&self.record_path(&record.id), &bytes)
+            .map_err(io_err("writing the image record"))
     }
 
     pub(crate) fn record_path(&self, id: &Digest) -> PathBuf {
