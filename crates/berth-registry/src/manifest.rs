@@ -122,13 +122,13 @@ impl Manifest {
         let header = content_type
             .map(|c| c.split(';').next().unwrap_or("").trim().to_owned())
             .filter(|c| !c.is_empty() && c != "application/json" && c != "text/plain");
-        let media_type = header
-            .or(probe.media_type.clone())
-            .unwrap_or_else(|| match (&probe.manifests, &probe.config) {
+        let media_type = header.or(probe.media_type.clone()).unwrap_or_else(|| {
+            match (&probe.manifests, &probe.config) {
                 (Some(_), _) => OCI_INDEX.to_owned(),
                 (None, Some(_)) => OCI_MANIFEST.to_owned(),
                 _ => String::new(),
-            });
+            }
+        });
         if probe.schema_version == Some(1)
             || media_type == DOCKER_SCHEMA1
             || media_type == DOCKER_SCHEMA1_SIGNED
@@ -172,7 +172,11 @@ pub struct Platform {
     pub architecture: String,
     #[serde(default)]
     pub os: String,
-    #[serde(default, rename = "os.version", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        rename = "os.version",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub os_version: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub variant: Option<String>,
@@ -391,7 +395,10 @@ mod tests {
         assert_eq!(pick("linux/arm/v6").unwrap(), Digest::from_sha256([1; 32]));
         assert_eq!(pick("windows/amd64").unwrap(), Digest::from_sha256([5; 32]));
         let err = pick("linux/s390x").unwrap_err();
-        assert!(err.contains("linux/amd64") && err.contains("linux/arm/v7"), "{err}");
+        assert!(
+            err.contains("linux/amd64") && err.contains("linux/arm/v7"),
+            "{err}"
+        );
         assert_eq!(Platform::host().to_string(), "linux/amd64");
         assert!("linux//amd64".parse::<Platform>().is_err());
         assert!("a/b/c/d".parse::<Platform>().is_err());

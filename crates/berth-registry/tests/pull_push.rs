@@ -159,18 +159,29 @@ fn pulls_what_skopeo_pushed_and_skopeo_reads_what_berth_pushed() {
     assert_eq!(pulled.digest.to_string(), digest);
     assert_eq!(config, layered.id.to_string());
     assert!(pulled.updated);
-    assert_eq!(pulled.status(), format!("Downloaded newer image for {name}"));
+    assert_eq!(
+        pulled.status(),
+        format!("Downloaded newer image for {name}")
+    );
     assert_runnable(&bs, &pulled.id);
     let motd = bs.snapshot_dir(&bs.image(&pulled.id).unwrap().layers[1].chain_id);
-    assert_eq!(std::fs::read_to_string(motd.join("etc/motd")).unwrap(), "hello\n");
+    assert_eq!(
+        std::fs::read_to_string(motd.join("etc/motd")).unwrap(),
+        "hello\n"
+    );
     assert_eq!(bs.resolve(&name).unwrap().id, layered.id);
     assert_eq!(
-        bs.resolve(&format!("{}/team/app@{digest}", reg.addr())).unwrap().id,
+        bs.resolve(&format!("{}/team/app@{digest}", reg.addr()))
+            .unwrap()
+            .id,
         layered.id
     );
     for layer in &layered.layers {
         let id = layer.digest.short().to_owned();
-        assert!(events.contains(&Progress { id: id.clone(), phase: Phase::PullComplete }));
+        assert!(events.contains(&Progress {
+            id: id.clone(),
+            phase: Phase::PullComplete
+        }));
         assert!(events
             .iter()
             .any(|e| e.id == id && matches!(e.phase, Phase::Downloading { .. })));
@@ -182,9 +193,14 @@ fn pulls_what_skopeo_pushed_and_skopeo_reads_what_berth_pushed() {
     let again = again.unwrap();
     assert!(!again.updated);
     assert_eq!(again.status(), format!("Image is up to date for {name}"));
-    assert!(events.iter().all(|e| !matches!(e.phase, Phase::Downloading { .. })));
+    assert!(events
+        .iter()
+        .all(|e| !matches!(e.phase, Phase::Downloading { .. })));
     assert_eq!(
-        events.iter().filter(|e| e.phase == Phase::AlreadyExists).count(),
+        events
+            .iter()
+            .filter(|e| e.phase == Phase::AlreadyExists)
+            .count(),
         2
     );
 
@@ -200,16 +216,27 @@ fn pulls_what_skopeo_pushed_and_skopeo_reads_what_berth_pushed() {
     let pushed_name = format!("{}/other/app:v2", reg.addr());
     bs.tag(&layered.id, &reference(&pushed_name)).unwrap();
     let (pushed, events) = push_from(&rt, &registry, &bs, &pushed_name, PushOptions::default());
-    assert_eq!(pushed.digest.to_string(), digest, "the stored manifest went out unchanged");
-    assert_eq!(pushed.status(), format!("v2: digest: {digest} size: {}", pushed.size));
-    let (read_digest, read_config) = skopeo_digests(&docker_ref(&reg.addr(), "other/app:v2"), false);
+    assert_eq!(
+        pushed.digest.to_string(),
+        digest,
+        "the stored manifest went out unchanged"
+    );
+    assert_eq!(
+        pushed.status(),
+        format!("v2: digest: {digest} size: {}", pushed.size)
+    );
+    let (read_digest, read_config) =
+        skopeo_digests(&docker_ref(&reg.addr(), "other/app:v2"), false);
     assert_eq!(read_digest, digest);
     assert_eq!(read_config, layered.id.to_string());
     // The layers were in team/app on the same registry: mounted, not uploaded.
     for layer in &layered.layers {
         assert!(
             events.iter().any(|e| e.id == layer.digest.short()
-                && e.phase == Phase::Mounted { from: "team/app".into() }),
+                && e.phase
+                    == Phase::Mounted {
+                        from: "team/app".into()
+                    }),
             "{events:?}"
         );
     }
@@ -225,7 +252,9 @@ fn pulls_what_skopeo_pushed_and_skopeo_reads_what_berth_pushed() {
         ..PushOptions::default()
     };
     let (_, events) = push_from(&rt, &registry, &a_store, &fresh_name, options);
-    assert!(events.iter().any(|e| matches!(e.phase, Phase::Pushing { .. })));
+    assert!(events
+        .iter()
+        .any(|e| matches!(e.phase, Phase::Pushing { .. })));
     assert!(events.iter().any(|e| e.phase == Phase::Pushed));
     let out = tempfile::tempdir().unwrap();
     skopeo(&[
@@ -234,8 +263,16 @@ fn pulls_what_skopeo_pushed_and_skopeo_reads_what_berth_pushed() {
         &docker_ref(&reg.addr(), "fresh:latest"),
         &format!("oci:{}:x", out.path().join("o").display()),
     ]);
-    let (_, events) = push_from(&rt, &registry, &a_store, &fresh_name, PushOptions::default());
-    assert!(events.iter().all(|e| e.phase == Phase::AlreadyExists || e.phase == Phase::Preparing));
+    let (_, events) = push_from(
+        &rt,
+        &registry,
+        &a_store,
+        &fresh_name,
+        PushOptions::default(),
+    );
+    assert!(events
+        .iter()
+        .all(|e| e.phase == Phase::AlreadyExists || e.phase == Phase::Preparing));
 }
 
 #[test]
@@ -254,10 +291,18 @@ fn zstd_layers_push_and_pull() {
         ..PushOptions::default()
     };
     push_from(&rt, &registry, &a_store, &name, options);
-    let raw = skopeo(&["inspect", "--tls-verify=false", "--raw", &docker_ref(&reg.addr(), "z:latest")]);
+    let raw = skopeo(&[
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        &docker_ref(&reg.addr(), "z:latest"),
+    ]);
     let manifest: serde_json::Value = serde_json::from_str(&raw).unwrap();
     for layer in manifest["layers"].as_array().unwrap() {
-        assert_eq!(layer["mediaType"], "application/vnd.oci.image.layer.v1.tar+zstd");
+        assert_eq!(
+            layer["mediaType"],
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        );
     }
     // skopeo reads the zstd layers, and berth pulls them into the same image.
     let out = tempfile::tempdir().unwrap();
@@ -344,7 +389,10 @@ fn multi_platform_index_selects_the_platform() {
     let bs = Arc::new(ImageStore::open(b.dir.path()).unwrap());
     let (pulled, _) = pull_into(&rt, &registry, &bs, &name, None);
     let pulled = pulled.unwrap();
-    assert_eq!(pulled.id, layered.id, "linux/amd64 is this machine's platform");
+    assert_eq!(
+        pulled.id, layered.id,
+        "linux/amd64 is this machine's platform"
+    );
     assert_eq!(pulled.digest, nested_digest, "RepoDigests names the index");
     let (arm, _) = pull_into(&rt, &registry, &bs, &name, Some("linux/arm64"));
     assert_eq!(arm.unwrap().id, base.id);
@@ -387,17 +435,28 @@ fn corrupt_blobs_and_missing_images_store_nothing() {
     assert!(
         matches!(
             &err,
-            RegistryError::Content(_) | RegistryError::Unpack { .. } | RegistryError::DigestMismatch { .. }
+            RegistryError::Content(_)
+                | RegistryError::Unpack { .. }
+                | RegistryError::DigestMismatch { .. }
         ),
         "{err:?}"
     );
-    assert!(!bs.content().contains(top), "the damaged blob was not stored");
+    assert!(
+        !bs.content().contains(top),
+        "the damaged blob was not stored"
+    );
     assert!(bs.list().unwrap().is_empty(), "no image was recorded");
     assert!(bs.tags().unwrap().is_empty());
     assert_clean(&bs);
 
     // Names the registry does not have, and a registry that is not there.
-    let (missing, _) = pull_into(&rt, &registry, &bs, &format!("{}/nope:v1", reg.addr()), None);
+    let (missing, _) = pull_into(
+        &rt,
+        &registry,
+        &bs,
+        &format!("{}/nope:v1", reg.addr()),
+        None,
+    );
     let err = missing.unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("nope"), "{err}");
@@ -502,10 +561,16 @@ fn big_image(s: &TestStore, base: &ImageRecord, size: usize) -> ImageRecord {
     h.set_size(size as u64);
     b.append_data(&mut h, "big.bin", &data[..]).unwrap();
     let tar = b.into_inner().unwrap();
-    let layer = s.store.add_layer(&tar[..], Some(&base.layers[0].chain_id)).unwrap();
+    let layer = s
+        .store
+        .add_layer(&tar[..], Some(&base.layers[0].chain_id))
+        .unwrap();
     let mut layers = base.layers.clone();
     layers.push(layer);
-    let id = s.store.create_image(layers, Default::default(), vec![], None).unwrap();
+    let id = s
+        .store
+        .create_image(layers, Default::default(), vec![], None)
+        .unwrap();
     s.store.image(&id).unwrap()
 }
 
@@ -556,7 +621,13 @@ fn a_registry_killed_mid_layer_is_resumed_with_a_range_request() {
                     }
                 }
                 events.lock().unwrap().push(e);
-                if killed && events.lock().unwrap().iter().any(|e| e.phase == Phase::PullComplete && e.id == top) {
+                if killed
+                    && events
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .any(|e| e.phase == Phase::PullComplete && e.id == top)
+                {
                     break;
                 }
             }
@@ -570,7 +641,9 @@ fn a_registry_killed_mid_layer_is_resumed_with_a_range_request() {
     assert_eq!(pulled.id, big.id);
     let events = events.lock().unwrap();
     assert!(
-        events.iter().any(|e| e.id == top && matches!(e.phase, Phase::Retrying { .. })),
+        events
+            .iter()
+            .any(|e| e.id == top && matches!(e.phase, Phase::Retrying { .. })),
         "{events:?}"
     );
     // The second request for the blob asked for the rest only.
@@ -583,11 +656,18 @@ fn a_registry_killed_mid_layer_is_resumed_with_a_range_request() {
     assert!(ranged.len() >= 2, "{heads:?}");
     let range = ranged[1]
         .lines()
-        .find_map(|l| l.to_ascii_lowercase().strip_prefix("range: bytes=").map(str::to_owned))
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("range: bytes=")
+                .map(str::to_owned)
+        })
         .expect("the retry sends a Range header");
     let from: u64 = range.trim_end_matches('-').parse().unwrap();
     assert!(from > 0, "resumed from {from}");
     let snapshot = bs.snapshot_dir(&bs.image(&pulled.id).unwrap().layers[1].chain_id);
-    assert_eq!(std::fs::metadata(snapshot.join("big.bin")).unwrap().len(), 24 << 20);
+    assert_eq!(
+        std::fs::metadata(snapshot.join("big.bin")).unwrap().len(),
+        24 << 20
+    );
     assert_clean(&bs);
 }

@@ -217,6 +217,7 @@ impl ImageStore {
                 }
             }
         }
+        self.mark_registry_roots(&mut reach)?;
         for (container, image) in self.containers()? {
             if ids.contains(&image) {
                 continue;
@@ -231,6 +232,45 @@ impl ImageStore {
             }
         }
         Ok(reach)
+    }
+
+    /// The registry server (`berth registry serve`, berth-registry) serves this content
+    /// store too: every manifest and blob one of its repositories holds is kept. Its records
+    /// are `registry/repositories/<name>` JSON files with `manifests` (digest → entry) and
+    /// `blobs` (digests); one that cannot be read stops the collection rather than risk
+    /// deleting what it names.
+    fn mark_registry_roots(&self, reach: &mut Reachable) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct RepositoryRoots {
+            #[serde(default)]
+            manifests: std::collections::BTreeMap<Digest, serde_json::Value>,
+            #[serde(default)]
+            blobs: Vec<Digest>,
+        }
+        let dir = self.root.join("registry/repositories");
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(format!("listing {}", dir.display()))(e)),
+        };
+        for entry in entries {
+            let path = entry
+                .map_err(io_err(format!("listing {}", dir.display())))?
+                .path();
+            let bytes =
+                std::fs::read(&path).map_err(io_err(format!("reading {}", path.display())))?;
+            let roots: RepositoryRoots =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    image: path.display().to_string(),
+                    reason: format!(
+                        "{e}; garbage collection stops rather than delete what this \
+                             registry repository may hold"
+                    ),
+                })?;
+            reach.blobs.extend(roots.manifests.into_keys());
+            reach.blobs.extend(roots.blobs);
+        }
+        Ok(())
     }
 
     /// Remove what only `record` (just deleted) used; returns the removed snapshots' chain

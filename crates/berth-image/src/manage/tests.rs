@@ -723,3 +723,40 @@ fn single_reference_follows_docker() {
     assert_eq!(truncate_id("sha256:0123456789abcdef"), "0123456789ab");
     assert_eq!(truncate_id("c1"), "c1");
 }
+
+#[test]
+fn gc_keeps_what_registry_repositories_hold() {
+    let f = Fixture::new();
+    let manifest = f.store.content().put_bytes(b"a pushed manifest").unwrap();
+    let blob = f.store.content().put_bytes(b"a pushed layer").unwrap();
+    let stray = f.store.content().put_bytes(b"nobody's").unwrap();
+    std::fs::create_dir_all(f.path("registry/repositories")).unwrap();
+    let record = serde_json::json!({
+        "name": "team/app",
+        "manifests": { manifest.to_string(): {"mediaType": "x", "size": 17} },
+        "tags": { "v1": manifest.to_string() },
+        "blobs": [blob.to_string()],
+    });
+    std::fs::write(
+        f.path("registry/repositories/team+app"),
+        serde_json::to_vec(&record).unwrap(),
+    )
+    .unwrap();
+    f.store.gc().unwrap();
+    assert!(f.store.content().contains(&manifest));
+    assert!(f.store.content().contains(&blob));
+    assert!(!f.store.content().contains(&stray));
+
+    // A record that cannot be read stops the collection; nothing is deleted.
+    std::fs::write(f.path("registry/repositories/broken"), b"{not json").unwrap();
+    std::fs::remove_file(f.path("registry/repositories/team+app")).unwrap();
+    let err = f.store.gc().unwrap_err().to_string();
+    assert!(err.contains("broken"), "{err}");
+    assert!(f.store.content().contains(&blob));
+
+    // Once the repositories are gone, so is what only they held.
+    std::fs::remove_file(f.path("registry/repositories/broken")).unwrap();
+    f.store.gc().unwrap();
+    assert!(!f.store.content().contains(&manifest));
+    assert!(!f.store.content().contains(&blob));
+}

@@ -26,7 +26,12 @@ use clap::{Parser, Subcommand, ValueEnum};
 )]
 struct Cli {
     /// The data root holding the image store.
-    #[arg(long, global = true, default_value = "/var/lib/berth", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "/var/lib/berth",
+        value_name = "DIR"
+    )]
     data_root: PathBuf,
     /// A registry reachable over plain HTTP (host, host:port or CIDR); repeatable.
     #[arg(long = "insecure-registry", global = true, value_name = "HOST")]
@@ -129,7 +134,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             quiet,
         } => {
             config.max_concurrent_downloads = max_concurrent_downloads;
-            let reference: Reference = image.parse().with_context(|| format!("invalid reference {image:?}"))?;
+            let reference: Reference = image
+                .parse()
+                .with_context(|| format!("invalid reference {image:?}"))?;
             let store = Arc::new(open_store(&cli.data_root)?);
             let options = PullOptions {
                 platform: platform
@@ -158,7 +165,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(p) = printer {
                 let _ = p.join();
             }
-            let pulled = result.with_context(|| format!("pulling {}", reference.familiar_string()))?;
+            let pulled =
+                result.with_context(|| format!("pulling {}", reference.familiar_string()))?;
             if quiet {
                 println!("{}", pulled.id);
             } else {
@@ -173,7 +181,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             chunk_size,
             quiet,
         } => {
-            let reference: Reference = image.parse().with_context(|| format!("invalid reference {image:?}"))?;
+            let reference: Reference = image
+                .parse()
+                .with_context(|| format!("invalid reference {image:?}"))?;
             let store = Arc::new(open_store(&cli.data_root)?);
             let options = PushOptions {
                 auth: None,
@@ -194,7 +204,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             if let Some(p) = printer {
                 let _ = p.join();
             }
-            let pushed = result.with_context(|| format!("pushing {}", reference.familiar_string()))?;
+            let pushed =
+                result.with_context(|| format!("pushing {}", reference.familiar_string()))?;
             if quiet {
                 println!("{}", pushed.digest);
             } else {
@@ -229,7 +240,9 @@ fn default_config_dir() -> PathBuf {
 
 /// Progress as the docker CLI prints it when not on a terminal: a line per layer each time
 /// its phase changes (byte counts are left to terminals).
-fn print_progress(mut rx: tokio::sync::mpsc::UnboundedReceiver<berth_registry::progress::Progress>) {
+fn print_progress(
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<berth_registry::progress::Progress>,
+) {
     let mut last: HashMap<String, String> = HashMap::new();
     let mut out = std::io::stdout().lock();
     while let Some(event) = rx.blocking_recv() {

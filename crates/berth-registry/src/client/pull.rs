@@ -127,9 +127,13 @@ pub async fn pull(
                     available,
                 }
             })?;
-            let child =
-                fetch_manifest(&session, &name, &entry.digest.to_string(), Some(&entry.digest))
-                    .await?;
+            let child = fetch_manifest(
+                &session,
+                &name,
+                &entry.digest.to_string(),
+                Some(&entry.digest),
+            )
+            .await?;
             match parse_manifest(&name, &child)? {
                 Manifest::Image { manifest, .. } => (manifest, Some(child)),
                 Manifest::Index { .. } => {
@@ -184,7 +188,15 @@ pub async fn pull(
         })
         .await?
     };
-    fetch_layers(registry, &session, &store, &image_manifest.layers, &layers, progress).await?;
+    fetch_layers(
+        registry,
+        &session,
+        &store,
+        &image_manifest.layers,
+        &layers,
+        progress,
+    )
+    .await?;
 
     // Everything verified and in place: store the small blobs, record, tag.
     let content = store.content();
@@ -207,21 +219,34 @@ pub async fn pull(
         .tags()?
         .get(&reference.to_string())
         .cloned()
-        .or_else(|| store.image(&id).ok().map(|_| id.clone()).filter(|_| reference.tag().is_none()));
+        .or_else(|| {
+            store
+                .image(&id)
+                .ok()
+                .map(|_| id.clone())
+                .filter(|_| reference.tag().is_none())
+        });
     store.record_image(&record)?;
     if reference.tag().is_some() {
         store.tag(&id, &reference)?;
     }
     let by_digest: Reference = format!("{}@{}", reference.name(), top.digest)
         .parse()
-        .map_err(|e: berth_types::ReferenceError| RegistryError::InvalidReference {
-            reference: reference.to_string(),
-            message: e.to_string(),
-        })?;
+        .map_err(
+            |e: berth_types::ReferenceError| RegistryError::InvalidReference {
+                reference: reference.to_string(),
+                message: e.to_string(),
+            },
+        )?;
     store.tag(&id, &by_digest)?;
     drop(lease);
     for layer in &layers {
-        sources::remember(store.data_root(), &layer.digest, reference.domain(), reference.path());
+        sources::remember(
+            store.data_root(),
+            &layer.digest,
+            reference.domain(),
+            reference.path(),
+        );
     }
     tracing::info!(image = %name, id = %id, digest = %top.digest, "pulled");
     Ok(Pulled {
@@ -267,7 +292,9 @@ async fn fetch_layers(
     layers: &[LayerRecord],
     progress: &ProgressSink,
 ) -> Result<()> {
-    let limit = Arc::new(Semaphore::new(registry.config.max_concurrent_downloads.max(1)));
+    let limit = Arc::new(Semaphore::new(
+        registry.config.max_concurrent_downloads.max(1),
+    ));
     let attempts = registry.config.max_download_attempts.max(1);
     // Set on the first failure: the other layers stop, and are still awaited so that their
     // half-made snapshots and blobs are gone when the pull returns.
@@ -288,7 +315,10 @@ async fn fetch_layers(
                     progress.send(&layer.digest, Phase::AlreadyExists);
                     return Ok::<(), RegistryError>(());
                 }
-                let _permit = limit.acquire().await.map_err(|_| RegistryError::Cancelled)?;
+                let _permit = limit
+                    .acquire()
+                    .await
+                    .map_err(|_| RegistryError::Cancelled)?;
                 if *cancel.borrow() {
                     return Err(RegistryError::Cancelled);
                 }
@@ -336,7 +366,10 @@ async fn fetch_layers(
                 first.get_or_insert(RegistryError::Cancelled);
             }
             Err(e) => {
-                if first.as_ref().is_none_or(|f| matches!(f, RegistryError::Cancelled)) {
+                if first
+                    .as_ref()
+                    .is_none_or(|f| matches!(f, RegistryError::Cancelled))
+                {
                     first = Some(e);
                 }
             }
@@ -570,7 +603,9 @@ fn write_layer(
     progress: &ProgressSink,
     downloaded: &Arc<AtomicBool>,
 ) -> Result<()> {
-    let writer = store.content().writer(Some(&layer.digest), Some(layer.size))?;
+    let writer = store
+        .content()
+        .writer(Some(&layer.digest), Some(layer.size))?;
     let tee = Tee(Arc::new(Mutex::new(TeeInner {
         rx,
         pending: Bytes::new(),
@@ -737,7 +772,11 @@ async fn fetch_manifest(
 ) -> Result<Fetched> {
     let path = format!("/v2/{}/manifests/{reference}", session.repository());
     let resp = session
-        .send(session.request(Method::GET, &path).header(ACCEPT, manifest::ACCEPT))
+        .send(
+            session
+                .request(Method::GET, &path)
+                .header(ACCEPT, manifest::ACCEPT),
+        )
         .await?;
     let context = format!("fetching the manifest of {name}");
     match resp.status() {

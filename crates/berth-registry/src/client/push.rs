@@ -85,13 +85,19 @@ pub async fn push(
         });
     }
     let name = reference.familiar_string();
-    let image = store.resolve(&reference.to_string()).map_err(|_| {
-        RegistryError::InvalidReference {
-            reference: name.clone(),
-            message: format!("an image does not exist locally with the tag: {}", reference.familiar_name()),
-        }
-    })?;
-    let stored = store.content().read_all(&image.manifest, manifest::MAX_MANIFEST)?;
+    let image =
+        store
+            .resolve(&reference.to_string())
+            .map_err(|_| RegistryError::InvalidReference {
+                reference: name.clone(),
+                message: format!(
+                    "an image does not exist locally with the tag: {}",
+                    reference.familiar_name()
+                ),
+            })?;
+    let stored = store
+        .content()
+        .read_all(&image.manifest, manifest::MAX_MANIFEST)?;
     let (media_type, parsed) = match Manifest::parse(None, &stored) {
         Ok(Manifest::Image {
             media_type,
@@ -123,19 +129,40 @@ pub async fn push(
     for layer in &parsed.layers {
         progress.send(&layer.digest, Phase::Preparing);
     }
-    let limit = Arc::new(Semaphore::new(registry.config.max_concurrent_uploads.max(1)));
+    let limit = Arc::new(Semaphore::new(
+        registry.config.max_concurrent_uploads.max(1),
+    ));
     let attempts = registry.config.max_download_attempts.max(1);
     let jobs = parsed.layers.iter().map(|layer| {
         let limit = limit.clone();
         let store = store.clone();
         let session = &session;
         async move {
-            let _permit = limit.acquire().await.map_err(|_| RegistryError::Cancelled)?;
-            push_blob(session, &store, layer, options.chunk_size, attempts, Some(progress)).await
+            let _permit = limit
+                .acquire()
+                .await
+                .map_err(|_| RegistryError::Cancelled)?;
+            push_blob(
+                session,
+                &store,
+                layer,
+                options.chunk_size,
+                attempts,
+                Some(progress),
+            )
+            .await
         }
     });
     futures_util::future::try_join_all(jobs).await?;
-    push_blob(&session, &store, &parsed.config, options.chunk_size, attempts, None).await?;
+    push_blob(
+        &session,
+        &store,
+        &parsed.config,
+        options.chunk_size,
+        attempts,
+        None,
+    )
+    .await?;
 
     // The manifest, under the tag.
     let tag = reference.tag().unwrap_or("latest");
@@ -150,7 +177,12 @@ pub async fn push(
         )
         .await?;
     if !resp.status().is_success() {
-        return Err(http_error(session.registry(), &format!("pushing the manifest of {name}"), resp).await);
+        return Err(http_error(
+            session.registry(),
+            &format!("pushing the manifest of {name}"),
+            resp,
+        )
+        .await);
     }
     if let Some(served) = resp
         .headers()
@@ -202,7 +234,9 @@ async fn push_blob(
     let report = &report;
     let repo = session.repository().to_owned();
     let blob_path = format!("/v2/{repo}/blobs/{}", desc.digest);
-    let resp = session.send(session.request(Method::HEAD, &blob_path)).await?;
+    let resp = session
+        .send(session.request(Method::HEAD, &blob_path))
+        .await?;
     if resp.status() == StatusCode::OK {
         report.send(Phase::AlreadyExists);
         return Ok(());
@@ -215,7 +249,10 @@ async fn push_blob(
             continue;
         }
         session.add_pull_scope(&from).await?;
-        let path = format!("/v2/{repo}/blobs/uploads/?mount={}&from={from}", desc.digest);
+        let path = format!(
+            "/v2/{repo}/blobs/uploads/?mount={}&from={from}",
+            desc.digest
+        );
         let resp = session.send(session.request(Method::POST, &path)).await?;
         match resp.status() {
             StatusCode::CREATED => {
@@ -237,7 +274,7 @@ async fn push_blob(
             Some(l) => l,
             None => start_upload(session).await?,
         };
-        match upload(session, store, desc, start, chunk_size, &report).await {
+        match upload(session, store, desc, start, chunk_size, report).await {
             Ok(()) => {
                 report.send(Phase::Pushed);
                 return Ok(());
@@ -368,33 +405,40 @@ impl Reporter {
 /// A request body that streams `file`, reporting progress as reqwest consumes it.
 fn progress_body(file: tokio::fs::File, total: u64, report: Reporter) -> reqwest::Body {
     let state = (file, 0u64, 0u64, report);
-    let stream = futures_util::stream::unfold(state, move |(mut file, sent, shown, report)| async move {
-        let mut buf = vec![0u8; 256 * 1024];
-        match file.read(&mut buf).await {
-            Ok(0) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                let sent = sent + n as u64;
-                let shown = if sent - shown >= TICK || sent == total {
-                    report.send(Phase::Pushing {
-                        current: sent,
-                        total,
-                    });
-                    sent
-                } else {
-                    shown
-                };
-                Some((Ok::<_, io::Error>(Bytes::from(buf)), (file, sent, shown, report)))
+    let stream =
+        futures_util::stream::unfold(state, move |(mut file, sent, shown, report)| async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            match file.read(&mut buf).await {
+                Ok(0) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    let sent = sent + n as u64;
+                    let shown = if sent - shown >= TICK || sent == total {
+                        report.send(Phase::Pushing {
+                            current: sent,
+                            total,
+                        });
+                        sent
+                    } else {
+                        shown
+                    };
+                    Some((
+                        Ok::<_, io::Error>(Bytes::from(buf)),
+                        (file, sent, shown, report),
+                    ))
+                }
+                Err(e) => Some((Err(e), (file, sent, shown, report))),
             }
-            Err(e) => Some((Err(e), (file, sent, shown, report))),
-        }
-    });
+        });
     reqwest::Body::wrap_stream(stream)
 }
 
 /// The image's manifest with every layer as zstd: each layer recompressed once (kept in the
 /// store, found again through a small index file) and a new OCI manifest written.
-fn zstd_manifest(store: &ImageStore, parsed: ImageManifest) -> Result<(String, Bytes, ImageManifest)> {
+fn zstd_manifest(
+    store: &ImageStore,
+    parsed: ImageManifest,
+) -> Result<(String, Bytes, ImageManifest)> {
     let mut layers = Vec::new();
     for layer in &parsed.layers {
         layers.push(zstd_layer(store, layer)?);
@@ -423,7 +467,9 @@ fn zstd_manifest(store: &ImageStore, parsed: ImageManifest) -> Result<(String, B
 
 /// The zstd form of one layer blob.
 fn zstd_layer(store: &ImageStore, layer: &Descriptor) -> Result<Descriptor> {
-    if manifest::layer_compression(&layer.media_type) == Some(berth_image::unpack::Compression::Zstd) {
+    if manifest::layer_compression(&layer.media_type)
+        == Some(berth_image::unpack::Compression::Zstd)
+    {
         return Ok(layer.clone());
     }
     let index = store
@@ -444,7 +490,9 @@ fn zstd_layer(store: &ImageStore, layer: &Descriptor) -> Result<Descriptor> {
     let n = input.read(&mut head).map_err(io_err("reading a layer"))?;
     let chained = Read::chain(io::Cursor::new(head[..n].to_vec()), input);
     let mut decoded: Box<dyn Read> = match berth_image::unpack::Compression::detect(&head[..n]) {
-        berth_image::unpack::Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(chained)),
+        berth_image::unpack::Compression::Gzip => {
+            Box::new(flate2::read::MultiGzDecoder::new(chained))
+        }
         berth_image::unpack::Compression::Zstd => Box::new(
             zstd::stream::read::Decoder::new(chained).map_err(io_err("reading a zstd layer"))?,
         ),
@@ -453,15 +501,23 @@ fn zstd_layer(store: &ImageStore, layer: &Descriptor) -> Result<Descriptor> {
     let writer = content.writer(None, None)?;
     let mut encoder = zstd::stream::write::Encoder::new(writer, 3).map_err(io_err("zstd"))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
-    encoder.multithread(threads).map_err(io_err("zstd threads"))?;
-    io::copy(&mut decoded, &mut encoder).map_err(io_err(format!("recompressing layer {}", layer.digest)))?;
+    encoder
+        .multithread(threads)
+        .map_err(io_err("zstd threads"))?;
+    io::copy(&mut decoded, &mut encoder)
+        .map_err(io_err(format!("recompressing layer {}", layer.digest)))?;
     let writer = encoder.finish().map_err(io_err("zstd"))?;
     let blob = writer.commit()?;
     let (digest, size) = (blob.digest().clone(), blob.size());
     if let Some(dir) = index.parent() {
         let _ = std::fs::create_dir_all(dir);
         let tmp = index.with_extension("tmp");
-        if std::fs::write(&tmp, serde_json::to_vec(&(&digest, size)).unwrap_or_default()).is_ok() {
+        if std::fs::write(
+            &tmp,
+            serde_json::to_vec(&(&digest, size)).unwrap_or_default(),
+        )
+        .is_ok()
+        {
             let _ = std::fs::rename(&tmp, &index);
         }
     }
