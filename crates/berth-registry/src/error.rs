@@ -72,7 +72,9 @@ pub enum RegistryError {
     #[error("{reference} is a Docker schema 1 image, which berth does not pull: it is deprecated and unsigned content; push it again with a current client (schema 2 / OCI)")]
     Schema1 { reference: String },
 
-    #[error("{reference}: no image for platform {platform} in the manifest list (it has: {available})")]
+    #[error(
+        "{reference}: no image for platform {platform} in the manifest list (it has: {available})"
+    )]
     NoMatchingPlatform {
         reference: String,
         platform: String,
@@ -102,8 +104,17 @@ pub enum RegistryError {
     #[error("TLS set-up for {registry}: {message}")]
     Tls { registry: String, message: String },
 
+    /// HTTPS failed in a way that trying again cannot fix: an unknown CA, a certificate for
+    /// another name, a plain-HTTP server, a client certificate the registry refused.
+    #[error("cannot reach registry {registry} over HTTPS: {message}")]
+    TlsHandshake { registry: String, message: String },
+
     #[error("credentials: {message}")]
     Credentials { message: String },
+
+    /// `logout` found nothing stored for the server.
+    #[error("not logged in to {server}")]
+    NotLoggedIn { server: String },
 
     #[error("image store")]
     Store(#[from] StoreError),
@@ -128,6 +139,21 @@ pub enum RegistryError {
     /// The operation was cancelled (the progress receiver or caller went away).
     #[error("cancelled")]
     Cancelled,
+}
+
+impl RegistryError {
+    /// Whether the same request could succeed later: the connection broke or timed out, or
+    /// the registry is failing or overloaded for the moment (5xx, 429, 408). Refused
+    /// credentials, missing content and TLS trust problems are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. } => true,
+            RegistryError::Http { status, .. } => {
+                *status >= 500 || *status == 429 || *status == 408
+            }
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;

@@ -82,6 +82,24 @@ enum Command {
         #[arg(short, long)]
         quiet: bool,
     },
+    /// Check credentials against a registry and store them in config.json (or its helper).
+    Login {
+        /// The registry (default: Docker Hub).
+        server: Option<String>,
+        #[arg(short, long)]
+        username: String,
+        /// The password (prefer --password-stdin).
+        #[arg(short, long, conflicts_with = "password_stdin")]
+        password: Option<String>,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove stored credentials for a registry.
+    Logout {
+        /// The registry (default: Docker Hub).
+        server: Option<String>,
+    },
     /// Give a local image another name (to push it somewhere else).
     Tag {
         /// The image: NAME[:TAG], ID or ID prefix.
@@ -115,7 +133,10 @@ fn main() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let credentials = CredentialStore::new(cli.config.clone().unwrap_or_else(default_config_dir));
+    let credentials = match &cli.config {
+        Some(dir) => CredentialStore::new(dir.clone()),
+        None => CredentialStore::from_env(),
+    };
     let mut config = ClientConfig {
         insecure_registries: cli.insecure_registries.clone(),
         registry_mirrors: cli.registry_mirrors.clone(),
@@ -212,6 +233,44 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("{}", pushed.status());
             }
         }
+        Command::Login {
+            server,
+            username,
+            password,
+            password_stdin,
+        } => {
+            let password = match (password, password_stdin) {
+                (Some(p), _) => p,
+                (None, true) => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .context("reading the password from standard input")?;
+                    line.trim_end_matches(['\n', '\r']).to_owned()
+                }
+                (None, false) => anyhow::bail!("give the password with --password-stdin or -p"),
+            };
+            let server = server.unwrap_or_default();
+            let auth = berth_registry::credentials::AuthConfig {
+                username,
+                password,
+                server_address: server.clone(),
+                ..Default::default()
+            };
+            let registry = Registry::new(config, credentials);
+            let outcome = rt.block_on(berth_registry::client::login::login(
+                &registry, &server, &auth,
+            ))?;
+            println!("{}", outcome.status);
+        }
+        Command::Logout { server } => {
+            let server = server.unwrap_or_default();
+            berth_registry::client::login::logout(&credentials, &server)?;
+            println!(
+                "Removing login credentials for {}",
+                berth_registry::client::login::login_domain(&server)
+            );
+        }
         Command::Tag { source, target } => {
             let store = open_store(&cli.data_root)?;
             let target: Reference = target
@@ -228,14 +287,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 fn open_store(root: &std::path::Path) -> anyhow::Result<ImageStore> {
     ImageStore::open(root).with_context(|| format!("opening the image store in {}", root.display()))
-}
-
-fn default_config_dir() -> PathBuf {
-    if let Some(dir) = std::env::var_os("DOCKER_CONFIG") {
-        return dir.into();
-    }
-    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
-    PathBuf::from(home).join(".docker")
 }
 
 /// Progress as the docker CLI prints it when not on a terminal: a line per layer each time

@@ -10,6 +10,7 @@ pub mod login;
 pub mod pull;
 pub mod push;
 pub mod session;
+pub mod sources;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -53,13 +54,20 @@ impl Default for ClientConfig {
     }
 }
 
-/// What every session of one client shares.
+/// What every session of one client shares: the configuration and credentials, and what
+/// was learnt on the way (HTTP clients per host, the endpoint each registry answered on,
+/// bearer tokens), shared by clones.
 #[derive(Debug, Clone)]
 pub struct Registry {
     pub config: ClientConfig,
     /// Where credentials come from when a caller gives none (the daemon passes the
     /// client's `X-Registry-Auth` instead).
     pub credentials: CredentialStore,
+    clients: tls::ClientCache,
+    endpoints: session::EndpointCache,
+    tokens: auth::TokenCache,
+    /// Docker's exception: registries on loopback may use plain HTTP or unverified TLS.
+    loopback_insecure: bool,
 }
 
 impl Registry {
@@ -67,6 +75,20 @@ impl Registry {
         Registry {
             config,
             credentials,
+            clients: tls::ClientCache::default(),
+            endpoints: session::EndpointCache::default(),
+            tokens: auth::TokenCache::default(),
+            loopback_insecure: true,
         }
+    }
+
+    /// Hold registries on loopback to the same rules as any other: verified HTTPS unless
+    /// listed in `insecure_registries`. Docker always lets them use plain HTTP; this is for
+    /// hosts that want no such exception, and lets tests check the TLS rules on 127.0.0.1.
+    pub fn require_tls_on_loopback(mut self) -> Registry {
+        self.loopback_insecure = false;
+        // Endpoints learnt under the old rule are not shared with this one.
+        self.endpoints = session::EndpointCache::default();
+        self
     }
 }

@@ -19,7 +19,6 @@
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use berth_image::content::BlobWriter;
 use berth_image::store::{chain_id, ImageRecord, ImageStore, LayerRecord};
@@ -32,7 +31,7 @@ use serde::Deserialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::session::{http_error, Access, Session};
+use super::session::{backoff, http_error, Access, Session};
 use super::{sources, Registry};
 use crate::credentials::AuthConfig;
 use crate::error::{RegistryError, Result};
@@ -439,21 +438,6 @@ impl From<RegistryError> for FetchError {
     }
 }
 
-/// Whether retrying could help: the connection broke, or the registry is overloaded or
-/// failing for a moment.
-fn transient(e: &RegistryError) -> bool {
-    match e {
-        RegistryError::Connect { .. } => true,
-        RegistryError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-        _ => false,
-    }
-}
-
-/// Exponential backoff: 1, 2, 4, 8 seconds, then 10.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_secs((1u64 << attempt.saturating_sub(1).min(4)).min(10))
-}
-
 /// Stream the blob of `layer` into `tx`, resuming after transient failures where it broke
 /// off. Dropping `tx` at the end tells the pipeline the stream is complete.
 async fn fetch_blob_into(
@@ -468,7 +452,7 @@ async fn fetch_blob_into(
     loop {
         match fetch_from(session, layer, &tx, &mut offset, progress).await {
             Ok(()) => return Ok(()),
-            Err(FetchError::Registry(e)) if transient(&e) && attempt < attempts => {
+            Err(FetchError::Registry(e)) if e.is_transient() && attempt < attempts => {
                 let delay = backoff(attempt);
                 tracing::warn!(layer = %layer.digest, offset, attempt, error = %e, "download failed; retrying");
                 progress.send(

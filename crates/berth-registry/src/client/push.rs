@@ -279,8 +279,8 @@ async fn push_blob(
                 report.send(Phase::Pushed);
                 return Ok(());
             }
-            Err(e) if transient(&e) && attempt < attempts => {
-                let delay = std::time::Duration::from_secs(1 << (attempt - 1).min(3));
+            Err(e) if e.is_transient() && attempt < attempts => {
+                let delay = super::session::backoff(attempt);
                 tracing::warn!(blob = %desc.digest, attempt, error = %e, "upload failed; retrying");
                 report.send(Phase::Retrying {
                     attempt,
@@ -291,14 +291,6 @@ async fn push_blob(
             }
             Err(e) => return Err(e),
         }
-    }
-}
-
-fn transient(e: &RegistryError) -> bool {
-    match e {
-        RegistryError::Connect { .. } => true,
-        RegistryError::Http { status, .. } => *status >= 500 || *status == 429 || *status == 408,
-        _ => false,
     }
 }
 

@@ -47,9 +47,146 @@ pub fn wait_listening(addr: &str, what: &str) {
 pub enum DistributionAuth {
     None,
     /// htpasswd (bcrypt) basic auth with one user.
-    Htpasswd { user: String, password: String },
+    Htpasswd {
+        user: String,
+        password: String,
+    },
     /// Raw YAML for the `auth:` section (token auth, say), indented by two spaces.
     Yaml(String),
+}
+
+/// TLS of a [`Distribution`]: its certificate and key, and the CA whose client
+/// certificates it requires (none: no client certificate asked for).
+#[derive(Debug, Clone)]
+pub struct DistributionTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+impl DistributionTls {
+    /// The `tls:` part of the `http:` section.
+    fn yaml(&self) -> String {
+        let mut yaml = format!(
+            "  tls:\n    certificate: {}\n    key: {}\n",
+            self.cert.display(),
+            self.key.display()
+        );
+        if let Some(ca) = &self.client_ca {
+            yaml.push_str(&format!("    clientcas:\n      - {}\n", ca.display()));
+        }
+        yaml
+    }
+}
+
+/// A throw-away certificate authority made with the `openssl` CLI, in a temporary
+/// directory removed on drop.
+pub struct TestCa {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestCa {
+    /// A new CA: `ca.crt` and `ca.key` (P-256).
+    pub fn new() -> TestCa {
+        let dir = tempfile::tempdir().unwrap();
+        openssl(
+            dir.path(),
+            &[
+                "req",
+                "-x509",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "ca.crt",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=berth test CA",
+            ],
+        );
+        TestCa { dir }
+    }
+
+    pub fn cert(&self) -> PathBuf {
+        self.dir.path().join("ca.crt")
+    }
+
+    /// A certificate signed by this CA: `<name>.crt` and `<name>.key`. `extensions` are
+    /// openssl's v3 lines (`subjectAltName=IP:127.0.0.1`, `extendedKeyUsage=clientAuth`).
+    pub fn issue(&self, name: &str, extensions: &[&str]) -> (PathBuf, PathBuf) {
+        let d = self.dir.path();
+        let ext = d.join(format!("{name}.ext"));
+        let mut lines = vec![
+            "basicConstraints=CA:FALSE",
+            "keyUsage=digitalSignature,keyEncipherment",
+        ];
+        lines.extend_from_slice(extensions);
+        std::fs::write(&ext, lines.join("\n") + "\n").unwrap();
+        let (key, csr, crt) = (
+            format!("{name}.key"),
+            format!("{name}.csr"),
+            format!("{name}.crt"),
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-new",
+                "-nodes",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-keyout",
+                &key,
+                "-out",
+                &csr,
+                "-subj",
+                &format!("/CN={name}"),
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &csr,
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-out",
+                &crt,
+                "-days",
+                "2",
+                "-extfile",
+                ext.to_str().unwrap(),
+            ],
+        );
+        (d.join(crt), d.join(key))
+    }
+}
+
+/// Run `openssl` in `dir`; panics with its stderr on failure.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl is needed");
+    assert!(
+        out.status.success(),
+        "openssl {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// The CNCF distribution registry, on its own port and storage directory.
@@ -67,6 +204,15 @@ impl Distribution {
     }
 
     pub fn start_with(auth: DistributionAuth) -> Distribution {
+        Distribution::start_configured(auth, None)
+    }
+
+    /// An HTTPS registry with `tls`.
+    pub fn start_tls(auth: DistributionAuth, tls: &DistributionTls) -> Distribution {
+        Distribution::start_configured(auth, Some(tls))
+    }
+
+    fn start_configured(auth: DistributionAuth, tls: Option<&DistributionTls>) -> Distribution {
         assert!(
             Path::new(DISTRIBUTION).exists(),
             "docker-registry is needed (scripts/install-deps.sh installs it)"
@@ -90,8 +236,9 @@ impl Distribution {
         let mut f = std::fs::File::create(&config).unwrap();
         write!(
             f,
-            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{auth_yaml}",
-            dir.path().join("storage").display()
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n{}{auth_yaml}",
+            dir.path().join("storage").display(),
+            tls.map(DistributionTls::yaml).unwrap_or_default(),
         )
         .unwrap();
         let mut d = Distribution {
@@ -229,7 +376,10 @@ pub fn skopeo_digests(image: &str, tls_verify: bool) -> (String, String) {
     let digest = berth_types::Digest::from_sha256(sha256(raw.as_bytes()));
     (
         digest.to_string(),
-        manifest["config"]["digest"].as_str().unwrap_or("").to_owned(),
+        manifest["config"]["digest"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned(),
     )
 }
 
