@@ -87,6 +87,33 @@ impl Compression {
     }
 }
 
+/// Wrap `input` in the decompressor its first bytes call for (gzip, zstd, or none), and
+/// say which it was.
+pub fn decompressed<'a>(
+    mut input: impl Read + 'a,
+) -> io::Result<(Box<dyn Read + 'a>, Compression)> {
+    let mut head = [0u8; 4];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let compression = Compression::detect(&head[..got]);
+    let stream = io::Cursor::new(head[..got].to_vec()).chain(input);
+    let reader: Box<dyn Read + 'a> = match compression {
+        Compression::None => Box::new(stream),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(
+            stream,
+        ))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
+    };
+    Ok((reader, compression))
+}
+
 /// What an unpack did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnpackReport {

@@ -104,8 +104,9 @@ impl AuthConfig {
     }
 }
 
-/// `user:password` from the base64 `auth` field; `None` if it is empty or malformed.
-fn decode_auth(auth: &str) -> Option<(String, String)> {
+/// `user:password` from base64 (config.json's `auth` field, a `Basic` header's
+/// credentials); `None` if it is empty or malformed.
+pub(crate) fn decode_auth(auth: &str) -> Option<(String, String)> {
     if auth.is_empty() {
         return None;
     }

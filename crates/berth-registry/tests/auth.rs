@@ -30,14 +30,6 @@ const PASSWORD: &str = "wonderland";
 const SERVICE: &str = "berth-test-registry";
 const ISSUER: &str = "berth-test-issuer";
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// A client whose config directory and `certs.d` live in a temporary directory.
 struct TestClient {
     registry: Registry,

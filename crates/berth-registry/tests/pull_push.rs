@@ -34,14 +34,6 @@ fn client() -> (Registry, tempfile::TempDir) {
     )
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Pull `reference` into `store`, collecting the progress events.
 fn pull_into(
     rt: &tokio::runtime::Runtime,
@@ -544,7 +536,7 @@ fn relay(mut client: std::net::TcpStream, target: &str, heads: &Mutex<Vec<String
     });
 }
 
-/// A layer of incompressible data, `size` bytes.
+/// A layer of incompressible data, `size` bytes, in `/big.bin`.
 fn big_image(s: &TestStore, base: &ImageRecord, size: usize) -> ImageRecord {
     let mut data = vec![0u8; size];
     let mut x: u64 = 0x9e3779b97f4a7c15;
@@ -555,23 +547,7 @@ fn big_image(s: &TestStore, base: &ImageRecord, size: usize) -> ImageRecord {
         let b = x.to_le_bytes();
         chunk.copy_from_slice(&b[..chunk.len()]);
     }
-    let mut b = tar::Builder::new(Vec::new());
-    let mut h = tar::Header::new_gnu();
-    h.set_mode(0o644);
-    h.set_size(size as u64);
-    b.append_data(&mut h, "big.bin", &data[..]).unwrap();
-    let tar = b.into_inner().unwrap();
-    let layer = s
-        .store
-        .add_layer(&tar[..], Some(&base.layers[0].chain_id))
-        .unwrap();
-    let mut layers = base.layers.clone();
-    layers.push(layer);
-    let id = s
-        .store
-        .create_image(layers, Default::default(), vec![], None)
-        .unwrap();
-    s.store.image(&id).unwrap()
+    image_with_file(s, base, "big.bin", &data)
 }
 
 #[test]

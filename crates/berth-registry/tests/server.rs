@@ -9,7 +9,6 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use base64::Engine as _;
 use berth_image::archive::{save_docker_archive, save_oci_layout};
@@ -966,89 +965,20 @@ fn htpasswd_basic_auth() {
     );
 }
 
-/// A CA and a server certificate for IP 127.0.0.1 it signed, made with the openssl CLI:
-/// `<dir>/ca/ca.crt` (a certs directory for skopeo), `<dir>/server.{crt,key}`.
-fn make_certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let out = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("the openssl CLI is needed");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    std::fs::create_dir(dir.join("ca")).unwrap();
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    let mut ca = vec!["req", "-x509"];
-    ca.extend_from_slice(&ec);
-    ca.extend_from_slice(&[
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca/ca.crt",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=berth test CA",
-        "-addext",
-        "basicConstraints=critical,CA:TRUE",
-        "-addext",
-        "keyUsage=critical,keyCertSign,cRLSign",
-    ]);
-    run(&ca);
-    let mut csr = vec!["req"];
-    csr.extend_from_slice(&ec);
-    csr.extend_from_slice(&[
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    ]);
-    run(&csr);
-    std::fs::write(
-        dir.join("server.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
-         keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca/ca.crt",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.crt",
-        "-days",
-        "2",
-        "-extfile",
-        "server.ext",
-    ]);
-}
-
 #[test]
 fn tls_with_a_private_ca() {
     let certs = tempfile::tempdir().unwrap();
-    make_certificates(certs.path());
+    let ca = TestCa::new();
+    let (server_crt, server_key) = ca.issue(
+        "server",
+        &["subjectAltName=IP:127.0.0.1", "extendedKeyUsage=serverAuth"],
+    );
+    // A certs directory for skopeo: the CA alone.
+    std::fs::create_dir(certs.path().join("ca")).unwrap();
+    std::fs::copy(ca.cert(), certs.path().join("ca/ca.crt")).unwrap();
     let server = Server::start_with(|c| {
-        c.tls_cert = Some(certs.path().join("server.crt"));
-        c.tls_key = Some(certs.path().join("server.key"));
+        c.tls_cert = Some(server_crt.clone());
+        c.tls_key = Some(server_key.clone());
     });
     let (_s, layout) = busybox_layout();
     let source = format!("oci:{}:latest", layout.display());
@@ -1072,7 +1002,7 @@ fn tls_with_a_private_ca() {
     let config = ServerConfig {
         data_root: certs.path().join("root"),
         addr: "127.0.0.1:0".parse().unwrap(),
-        tls_cert: Some(certs.path().join("server.crt")),
+        tls_cert: Some(server_crt),
         ..ServerConfig::default()
     };
     assert!(matches!(

@@ -13,16 +13,16 @@ use crate::content::VerifiedBlob;
 /// The largest manifest, index or config read into memory (as the store's limit).
 use crate::store::MAX_JSON;
 use crate::store::{chain_id, ImageRecord, ImageStore, LayerRecord, StoreError};
+use crate::unpack::decompressed;
 use crate::unpack::{Compression, UnpackError};
 
 use super::spool::Spool;
 use super::{
-    archive_path, blob_error, blob_path, decompressed, familiar_tag, host_platform, io_err,
-    parse_json, platform_matches, sha256, to_json, ArchiveError, ConfigView, Descriptor,
-    DockerManifestItem, Index, LayoutFile, Manifest, Result, ANNOTATION_IMAGE_NAME,
-    ANNOTATION_REF_NAME, INDEX_JSON, MANIFEST_JSON, MAX_INDEX_ENTRIES, MEDIA_DOCKER_LIST,
-    MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR, MEDIA_LAYER_ZSTD, MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX,
-    MEDIA_OCI_MANIFEST, OCI_LAYOUT,
+    archive_path, blob_error, blob_path, familiar_tag, host_platform, io_err, parse_json,
+    platform_matches, sha256, to_json, ArchiveError, ConfigView, Descriptor, DockerManifestItem,
+    Index, LayoutFile, Manifest, Result, ANNOTATION_IMAGE_NAME, ANNOTATION_REF_NAME, INDEX_JSON,
+    MANIFEST_JSON, MAX_INDEX_ENTRIES, MEDIA_DOCKER_LIST, MEDIA_LAYER_GZIP, MEDIA_LAYER_TAR,
+    MEDIA_LAYER_ZSTD, MEDIA_OCI_CONFIG, MEDIA_OCI_INDEX, MEDIA_OCI_MANIFEST, OCI_LAYOUT,
 };
 
 // ---- Loading: reading the archive ------------------------------------------------------

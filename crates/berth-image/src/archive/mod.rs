@@ -24,7 +24,7 @@
 //! behind but unreferenced blobs and snapshots, which garbage collection removes.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io;
 use std::path::PathBuf;
 
 use berth_types::{Digest, Reference};
@@ -34,7 +34,6 @@ use sha2::{Digest as _, Sha256};
 
 use crate::content::ContentError;
 use crate::store::StoreError;
-use crate::unpack::Compression;
 
 mod load;
 mod save;
@@ -288,30 +287,6 @@ fn host_platform() -> (&'static str, &'static str) {
 fn platform_matches(platform: Option<&Platform>) -> bool {
     let (os, architecture) = host_platform();
     platform.is_none_or(|p| p.os == os && p.architecture == architecture)
-}
-
-/// Wrap `input` in the decompressor its first bytes call for.
-fn decompressed<'a>(mut input: impl Read + 'a) -> io::Result<(Box<dyn Read + 'a>, Compression)> {
-    let mut head = [0u8; 4];
-    let mut got = 0;
-    while got < head.len() {
-        match input.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let compression = Compression::detect(&head[..got]);
-    let stream = io::Cursor::new(head[..got].to_vec()).chain(input);
-    let reader: Box<dyn Read + 'a> = match compression {
-        Compression::None => Box::new(stream),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(
-            stream,
-        ))),
-        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(stream)?),
-    };
-    Ok((reader, compression))
 }
 
 /// `rel` taken from directory `base` inside the archive, as a clean archive path. `..` may

@@ -92,3 +92,15 @@ impl Registry {
         self
     }
 }
+
+/// Run blocking store work (file I/O, hashing, compression) off the async threads.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> crate::error::Result<T> + Send + 'static,
+) -> crate::error::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| crate::error::RegistryError::Io {
+            context: "a blocking task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}

@@ -32,7 +32,7 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{mpsc, Semaphore};
 
 use super::session::{backoff, http_error, Access, Session};
-use super::{sources, Registry};
+use super::{blocking, sources, Registry};
 use crate::credentials::AuthConfig;
 use crate::error::{RegistryError, Result};
 use crate::manifest::{self, Descriptor, ImageManifest, Manifest, ManifestError, Platform};
@@ -214,17 +214,8 @@ pub async fn pull(
         manifest: manifest_digest,
         layers: layers.clone(),
     };
-    let previous = store
-        .tags()?
-        .get(&reference.to_string())
-        .cloned()
-        .or_else(|| {
-            store
-                .image(&id)
-                .ok()
-                .map(|_| id.clone())
-                .filter(|_| reference.tag().is_none())
-        });
+    // What the reference named before: a tag, or a digest reference of an earlier pull.
+    let previous = store.tags()?.get(&reference.to_string()).cloned();
     store.record_image(&record)?;
     if reference.tag().is_some() {
         store.tag(&id, &reference)?;
@@ -877,14 +868,4 @@ fn put_verified(
     std::io::Write::write_all(&mut w, bytes).map_err(crate::error::io_err("storing a blob"))?;
     w.commit()?;
     Ok(())
-}
-
-/// Run blocking store work off the async threads.
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RegistryError::Io {
-            context: "a blocking task".into(),
-            source: io::Error::other(e.to_string()),
-        })?
 }

@@ -7,7 +7,7 @@
 //! byte for byte as stored, so the pushed digest is the one the store knows — unless the
 //! layers are recompressed (`--compression zstd`), which writes a new OCI manifest.
 
-use std::io::{self, Read};
+use std::io;
 use std::sync::Arc;
 
 use berth_image::store::ImageStore;
@@ -114,7 +114,7 @@ pub async fn push(
         PushCompression::Keep => (media_type, Bytes::from(stored), parsed),
         PushCompression::Zstd => {
             let store = store.clone();
-            blocking(move || zstd_manifest(&store, parsed)).await?
+            super::blocking(move || zstd_manifest(&store, parsed)).await?
         }
     };
 
@@ -477,19 +477,9 @@ fn zstd_layer(store: &ImageStore, layer: &Descriptor) -> Result<Descriptor> {
     }
     let content = store.content();
     let blob = content.open_blob(&layer.digest)?;
-    let mut input = io::BufReader::with_capacity(1 << 20, blob);
-    let mut head = [0u8; 4];
-    let n = input.read(&mut head).map_err(io_err("reading a layer"))?;
-    let chained = Read::chain(io::Cursor::new(head[..n].to_vec()), input);
-    let mut decoded: Box<dyn Read> = match berth_image::unpack::Compression::detect(&head[..n]) {
-        berth_image::unpack::Compression::Gzip => {
-            Box::new(flate2::read::MultiGzDecoder::new(chained))
-        }
-        berth_image::unpack::Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(chained).map_err(io_err("reading a zstd layer"))?,
-        ),
-        berth_image::unpack::Compression::None => Box::new(chained),
-    };
+    let (mut decoded, _) =
+        berth_image::unpack::decompressed(io::BufReader::with_capacity(1 << 20, blob))
+            .map_err(io_err(format!("reading layer {}", layer.digest)))?;
     let writer = content.writer(None, None)?;
     let mut encoder = zstd::stream::write::Encoder::new(writer, 3).map_err(io_err("zstd"))?;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()) as u32;
@@ -525,13 +515,4 @@ fn zstd_descriptor(layer: &Descriptor, digest: Digest, size: u64) -> Descriptor 
         annotations: layer.annotations.clone(),
         platform: None,
     }
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| RegistryError::Io {
-            context: "a blocking task".into(),
-            source: io::Error::other(e.to_string()),
-        })?
 }

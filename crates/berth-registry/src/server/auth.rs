@@ -16,7 +16,6 @@ use axum::extract::{Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
 use sha2::{Digest as _, Sha256};
 use tracing::debug;
 
@@ -115,12 +114,7 @@ fn basic_credentials(authorization: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(encoded.trim())
-        .ok()?;
-    let decoded = String::from_utf8(decoded).ok()?;
-    let (user, password) = decoded.split_once(':')?;
-    Some((user.to_owned(), password.to_owned()))
+    crate::credentials::decode_auth(encoded)
 }
 
 /// Middleware: lets a request through only with valid credentials, when auth is on.
@@ -157,6 +151,8 @@ pub async fn require_credentials(
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+
     use super::*;
 
     fn header(user: &str, password: &str) -> String {

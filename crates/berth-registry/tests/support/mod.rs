@@ -338,22 +338,27 @@ pub fn busybox_image(s: &TestStore) -> ImageRecord {
 
 /// A second image on busybox: one more layer with `/etc/motd` = `text`.
 pub fn layered_image(s: &TestStore, base: &ImageRecord, text: &str) -> ImageRecord {
+    image_with_file(s, base, "etc/motd", text.as_bytes())
+}
+
+/// An image on `base` with one more layer holding the file `path` = `data`.
+pub fn image_with_file(s: &TestStore, base: &ImageRecord, path: &str, data: &[u8]) -> ImageRecord {
     let mut b = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_mode(0o644);
     h.set_mtime(1_700_000_000);
-    h.set_size(text.len() as u64);
-    b.append_data(&mut h, "etc/motd", text.as_bytes()).unwrap();
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, path, data).unwrap();
     let tar = b.into_inner().unwrap();
     let layer = s
         .store
-        .add_layer(&tar[..], Some(&base.layers[0].chain_id))
+        .add_layer(&tar[..], base.layers.last().map(|l| &l.chain_id))
         .unwrap();
     let mut layers = base.layers.clone();
     layers.push(layer);
     let history = oci_spec::image::HistoryBuilder::default()
         .created("2026-01-01T00:00:00Z")
-        .created_by("test: add /etc/motd")
+        .created_by(format!("test: add /{path}"))
         .build()
         .unwrap();
     let id = s
@@ -361,6 +366,15 @@ pub fn layered_image(s: &TestStore, base: &ImageRecord, text: &str) -> ImageReco
         .create_image(layers, Default::default(), vec![history], None)
         .unwrap();
     s.store.image(&id).unwrap()
+}
+
+/// A multi-threaded runtime for driving the async client from a test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// `docker://<registry>/<path>` for skopeo.
