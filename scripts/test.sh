@@ -11,6 +11,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --all-targets
 cargo test --workspace
 echo "== the runtime suite against runc (proves the tests, not berth) ==" >&2
 BERTH_TEST_RUNTIME=$(command -v runc) cargo test -p berth-runc --test runtime --test failures --test terminal

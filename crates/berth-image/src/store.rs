@@ -561,6 +561,19 @@ impl ImageStore {
         container_id: &str,
         image: &ImageRecord,
     ) -> Result<ContainerRootfs> {
+        let rootfs = self.container_rootfs(container_id, image)?;
+        rootfs.mount()?;
+        Ok(rootfs)
+    }
+
+    /// Prepare the root filesystem of container `container_id` from `image` (its
+    /// directories, its snapshots, the record of its image) without mounting it: commit
+    /// and diff read the writable layer of a stopped container this way.
+    pub fn container_rootfs(
+        &self,
+        container_id: &str,
+        image: &ImageRecord,
+    ) -> Result<ContainerRootfs> {
         if container_id.is_empty()
             || !container_id
                 .bytes()
@@ -593,13 +606,8 @@ impl ImageStore {
             // An image without layers: overlay needs a lower directory, give it an empty one.
             let empty = base.join("empty");
             std::fs::create_dir_all(&empty).map_err(io_err("creating an empty lower"))?;
-            rootfs_with(&rootfs, vec![empty]).mount()?;
-            return Ok(ContainerRootfs {
-                lowers: vec![base.join("empty")],
-                ..rootfs
-            });
+            return Ok(rootfs_with(&rootfs, vec![empty]));
         }
-        rootfs.mount()?;
         Ok(rootfs)
     }
 
@@ -704,7 +712,8 @@ fn rootfs_with(r: &ContainerRootfs, lowers: Vec<PathBuf>) -> ContainerRootfs {
 }
 
 impl ContainerRootfs {
-    fn mount(&self) -> Result<()> {
+    /// Mount the overlay at `merged`.
+    pub fn mount(&self) -> Result<()> {
         let layers = crate::overlay::OverlayLayers {
             lowers: &self.lowers,
             upper: &self.upper,

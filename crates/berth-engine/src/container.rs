@@ -1,0 +1,452 @@
+//! A container as berthd records it: the effective configuration (request merged with the
+//! image's config, defaults filled in), its state machine, and the JSON berthd reports for
+//! it (`docker inspect`, `docker ps`).
+//!
+//! Each record is one file, `<data-root>/containers/<id>/container.json`, replaced
+//! atomically on every change, so a `kill -9` of berthd at any moment leaves either the old
+//! or the new state.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use crate::types::{ContainerConfig, HostConfig, NetworkingConfig};
+
+/// Docker's container states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    #[default]
+    Created,
+    Running,
+    Paused,
+    Restarting,
+    Removing,
+    Exited,
+    Dead,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Created => "created",
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Restarting => "restarting",
+            Status::Removing => "removing",
+            Status::Exited => "exited",
+            Status::Dead => "dead",
+        }
+    }
+}
+
+/// A healthcheck's state (`State.Health`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// `starting`, `healthy`, `unhealthy`.
+    pub status: String,
+    pub failing_streak: i64,
+    pub log: Vec<HealthResult>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealthResult {
+    pub start: String,
+    pub end: String,
+    pub exit_code: i64,
+    pub output: String,
+}
+
+/// The mutable part of a container.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub status: Status,
+    pub pid: i32,
+    pub exit_code: i32,
+    pub error: String,
+    pub oom_killed: bool,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub health: Option<Health>,
+    /// The pid of the container's berth-monitor while it runs.
+    pub monitor_pid: Option<i32>,
+    /// Stopped by a user (`stop`, `kill`): restart policies other than `always` leave it.
+    pub manually_stopped: bool,
+    pub restart_count: i64,
+}
+
+/// A mount as `docker inspect` lists it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountPoint {
+    /// `bind`, `volume`, `tmpfs`.
+    pub kind: String,
+    /// The volume's name (volumes only).
+    pub name: String,
+    /// Host path (bind source or the volume's `_data`).
+    pub source: String,
+    pub destination: String,
+    pub read_write: bool,
+    /// The mode string given (`ro`, `z`, ...).
+    pub mode: String,
+    pub propagation: String,
+    /// Anonymous volumes are removed with `rm -v`.
+    pub anonymous: bool,
+    /// tmpfs options (tmpfs only).
+    #[serde(default)]
+    pub options: Vec<String>,
+}
+
+/// Everything berthd knows about one container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Container {
+    pub id: String,
+    /// Without the leading `/`.
+    pub name: String,
+    pub created: String,
+    /// The image ID (`sha256:…`).
+    pub image_id: String,
+    /// The effective config: the request merged with the image's.
+    pub config: ContainerConfig,
+    pub host_config: HostConfig,
+    pub networking_config: NetworkingConfig,
+    /// argv[0] and the rest, as inspect's `Path` and `Args` show them.
+    pub path: String,
+    pub args: Vec<String>,
+    pub mounts: Vec<MountPoint>,
+    pub state: State,
+    /// The container's runtime (`berth` for the built-in one, or `runc`/`crun`).
+    pub runtime: String,
+    /// Paths of the files berthd generated for the container.
+    pub log_path: PathBuf,
+    pub hosts_path: PathBuf,
+    pub hostname_path: PathBuf,
+    pub resolv_conf_path: PathBuf,
+}
+
+/// The record file of container `id`.
+pub fn record_path(containers_dir: &Path, id: &str) -> PathBuf {
+    containers_dir.join(id).join("container.json")
+}
+
+/// Replace `path` with `data` atomically: temp file, fsync, rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
+    ));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+impl Container {
+    pub fn save(&self, containers_dir: &Path) -> std::io::Result<()> {
+        let data = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        write_atomic(&record_path(containers_dir, &self.id), &data)
+    }
+
+    pub fn load(path: &Path) -> std::io::Result<Container> {
+        let data = std::fs::read(path)?;
+        serde_json::from_slice(&data).map_err(std::io::Error::other)
+    }
+
+    pub fn is_running(&self) -> bool {
+        matches!(
+            self.state.status,
+            Status::Running | Status::Paused | Status::Restarting
+        )
+    }
+
+    /// Labels plus `image` and `name`: the attributes of this container's events.
+    pub fn event_attributes(&self) -> BTreeMap<String, String> {
+        let mut a = self.config.labels.clone().unwrap_or_default();
+        a.insert("image".into(), self.config.image.clone());
+        a.insert("name".into(), self.name.clone());
+        a
+    }
+
+    /// The command line as `docker ps` shows it.
+    pub fn command(&self) -> String {
+        let mut parts = vec![self.path.clone()];
+        parts.extend(self.args.iter().cloned());
+        parts.join(" ")
+    }
+
+    /// Docker's `Status` text: `Up 3 minutes`, `Exited (0) 5 seconds ago`, `Created`.
+    pub fn status_text(&self, now: chrono::DateTime<chrono::Utc>) -> String {
+        let since = |t: &Option<String>| {
+            t.as_deref()
+                .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
+                .map(|t| human_duration(now.signed_duration_since(t)))
+                .unwrap_or_else(|| "Less than a second".into())
+        };
+        match self.state.status {
+            Status::Created => "Created".into(),
+            Status::Running | Status::Paused => {
+                let mut s = format!("Up {}", since(&self.state.started_at));
+                if let Some(h) = &self.state.health {
+                    match h.status.as_str() {
+                        "starting" => s.push_str(" (health: starting)"),
+                        other => s.push_str(&format!(" ({other})")),
+                    }
+                }
+                if self.state.status == Status::Paused {
+                    s.push_str(" (Paused)");
+                }
+                s
+            }
+            Status::Restarting => format!(
+                "Restarting ({}) {} ago",
+                self.state.exit_code,
+                since(&self.state.finished_at)
+            ),
+            Status::Removing => "Removal In Progress".into(),
+            Status::Exited => format!(
+                "Exited ({}) {} ago",
+                self.state.exit_code,
+                since(&self.state.finished_at)
+            ),
+            Status::Dead => "Dead".into(),
+        }
+    }
+
+    fn mounts_json(&self) -> Value {
+        Value::Array(
+            self.mounts
+                .iter()
+                .map(|m| {
+                    let mut v = json!({
+                        "Type": m.kind,
+                        "Source": m.source,
+                        "Destination": m.destination,
+                        "Mode": m.mode,
+                        "RW": m.read_write,
+                        "Propagation": m.propagation,
+                    });
+                    if m.kind == "volume" {
+                        v["Name"] = json!(m.name);
+                        v["Driver"] = json!("local");
+                    }
+                    v
+                })
+                .collect(),
+        )
+    }
+
+    /// The effective `HostConfig` with daemon defaults shown as Docker shows them.
+    fn host_config_json(&self) -> Value {
+        let mut hc = serde_json::to_value(&self.host_config).unwrap_or(json!({}));
+        if self.host_config.network_mode.is_empty() || self.host_config.network_mode == "default" {
+            hc["NetworkMode"] = json!("bridge");
+        }
+        if self.host_config.log_config.r#type.is_empty() {
+            hc["LogConfig"]["Type"] = json!("json-file");
+        }
+        if self.host_config.restart_policy.name.is_empty() {
+            hc["RestartPolicy"]["Name"] = json!("no");
+        }
+        hc["Runtime"] = json!(self.runtime);
+        hc
+    }
+
+    fn networks_json(&self) -> Value {
+        let mode = match self.host_config.network_mode.as_str() {
+            "" | "default" => "bridge",
+            m => m,
+        };
+        if mode.starts_with("container:") {
+            return json!({});
+        }
+        let mut nets = serde_json::Map::new();
+        nets.insert(
+            mode.to_owned(),
+            json!({
+                "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "",
+                "DriverOpts": null, "GwPriority": 0, "NetworkID": mode, "EndpointID": "",
+                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
+                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
+            }),
+        );
+        Value::Object(nets)
+    }
+
+    /// `GET /containers/{id}/json`.
+    pub fn inspect(&self) -> Value {
+        let s = &self.state;
+        let zero = "0001-01-01T00:00:00Z".to_string();
+        let health = s.health.as_ref().map(|h| {
+            json!({
+                "Status": h.status,
+                "FailingStreak": h.failing_streak,
+                "Log": h.log.iter().map(|r| json!({
+                    "Start": r.start, "End": r.end, "ExitCode": r.exit_code, "Output": r.output,
+                })).collect::<Vec<_>>(),
+            })
+        });
+        let mut state = json!({
+            "Status": s.status.as_str(),
+            "Running": matches!(s.status, Status::Running | Status::Paused),
+            "Paused": s.status == Status::Paused,
+            "Restarting": s.status == Status::Restarting,
+            "OOMKilled": s.oom_killed,
+            "Dead": s.status == Status::Dead,
+            "Pid": if self.is_running() { s.pid } else { 0 },
+            "ExitCode": s.exit_code,
+            "Error": s.error,
+            "StartedAt": s.started_at.clone().unwrap_or_else(|| zero.clone()),
+            "FinishedAt": s.finished_at.clone().unwrap_or_else(|| zero.clone()),
+        });
+        if let Some(h) = health {
+            state["Health"] = h;
+        }
+        let ports = self.ports_json();
+        json!({
+            "Id": self.id,
+            "Created": self.created,
+            "Path": self.path,
+            "Args": self.args,
+            "State": state,
+            "Image": self.image_id,
+            "ResolvConfPath": self.resolv_conf_path,
+            "HostnamePath": self.hostname_path,
+            "HostsPath": self.hosts_path,
+            "LogPath": self.log_path,
+            "Name": format!("/{}", self.name),
+            "RestartCount": s.restart_count,
+            "Driver": "overlay2",
+            "Platform": "linux",
+            "MountLabel": "",
+            "ProcessLabel": "",
+            "AppArmorProfile": "",
+            "ExecIDs": null,
+            "HostConfig": self.host_config_json(),
+            "GraphDriver": {"Name": "overlay2", "Data": null},
+            "Mounts": self.mounts_json(),
+            "Config": self.config_json(),
+            "NetworkSettings": {
+                "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": false,
+                "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
+                "Ports": ports,
+                "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
+                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+                "Networks": self.networks_json(),
+            },
+        })
+    }
+
+    fn config_json(&self) -> Value {
+        let mut c = serde_json::to_value(&self.config).unwrap_or(json!({}));
+        if c.get("ExposedPorts").is_none() {
+            // Docker omits it when empty; keep the object shape stable for templates.
+        }
+        if c["Labels"].is_null() {
+            c["Labels"] = json!({});
+        }
+        c
+    }
+
+    /// `NetworkSettings.Ports`: every exposed or published port, `null` when unpublished.
+    fn ports_json(&self) -> Value {
+        let mut ports = serde_json::Map::new();
+        if let Some(exposed) = &self.config.exposed_ports {
+            for p in exposed.keys() {
+                ports.insert(p.clone(), Value::Null);
+            }
+        }
+        Value::Object(ports)
+    }
+
+    /// One entry of `GET /containers/json`.
+    pub fn summary(&self, now: chrono::DateTime<chrono::Utc>, image_name: &str) -> Value {
+        let created = chrono::DateTime::parse_from_rfc3339(&self.created)
+            .map(|t| t.timestamp())
+            .unwrap_or(0);
+        let mode = match self.host_config.network_mode.as_str() {
+            "" | "default" => "bridge".to_string(),
+            m => m.to_string(),
+        };
+        json!({
+            "Id": self.id,
+            "Names": [format!("/{}", self.name)],
+            "Image": image_name,
+            "ImageID": self.image_id,
+            "Command": self.command(),
+            "Created": created,
+            "Ports": [],
+            "Labels": self.config.labels.clone().unwrap_or_default(),
+            "State": self.state.status.as_str(),
+            "Status": self.status_text(now),
+            "HostConfig": {"NetworkMode": mode},
+            "NetworkSettings": {"Networks": self.networks_json()},
+            "Mounts": self.mounts_json(),
+        })
+    }
+}
+
+/// Docker's `units.HumanDuration`: "Less than a second", "3 seconds", "About a minute",
+/// "5 minutes", "About an hour", "3 hours", "2 days", "3 weeks", "4 months", "2 years".
+pub fn human_duration(d: chrono::Duration) -> String {
+    let secs = d.num_seconds();
+    if secs < 1 {
+        return "Less than a second".into();
+    }
+    if secs == 1 {
+        return "1 second".into();
+    }
+    if secs < 60 {
+        return format!("{secs} seconds");
+    }
+    let mins = d.num_minutes();
+    if mins == 1 {
+        return "About a minute".into();
+    }
+    if mins < 60 {
+        return format!("{mins} minutes");
+    }
+    let hours = (secs as f64 / 3600.0).round() as i64;
+    if hours == 1 {
+        return "About an hour".into();
+    }
+    if hours < 48 {
+        return format!("{hours} hours");
+    }
+    if hours < 24 * 7 * 2 {
+        return format!("{} days", hours / 24);
+    }
+    if hours < 24 * 30 * 2 {
+        return format!("{} weeks", hours / 24 / 7);
+    }
+    if hours < 24 * 365 * 2 {
+        return format!("{} months", hours / 24 / 30);
+    }
+    format!("{} years", hours / 24 / 365)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_match_docker() {
+        let s = chrono::Duration::seconds;
+        assert_eq!(human_duration(s(0)), "Less than a second");
+        assert_eq!(human_duration(s(5)), "5 seconds");
+        assert_eq!(human_duration(s(60)), "About a minute");
+        assert_eq!(human_duration(s(180)), "3 minutes");
+        assert_eq!(human_duration(s(3600)), "About an hour");
+        assert_eq!(human_duration(s(3 * 3600)), "3 hours");
+        assert_eq!(human_duration(s(3 * 86400)), "3 days");
+    }
+}

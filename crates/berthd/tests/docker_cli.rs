@@ -1,0 +1,492 @@
+//! The real docker CLI, unmodified, against berthd: the acceptance flows of the daemon.
+
+mod support;
+
+use std::time::Duration;
+
+use support::{eventually, Daemon};
+
+fn code(o: &std::process::Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn version_info_images_and_ping() {
+    let d = Daemon::start();
+    let v = d.docker(&[
+        "version",
+        "--format",
+        "{{.Server.Version}} {{.Server.APIVersion}} {{.Client.APIVersion}}",
+    ]);
+    assert_eq!(v.trim(), format!("{} 1.50 1.50", env!("CARGO_PKG_VERSION")));
+    let info = d.docker(&[
+        "info",
+        "--format",
+        "{{.Images}} {{.OSType}} {{.Driver}} {{.NCPU}}",
+    ]);
+    let f: Vec<&str> = info.split_whitespace().collect();
+    assert_eq!(f[0], "1");
+    assert_eq!(f[1], "linux");
+    assert_eq!(f[2], "overlay2");
+    assert!(f[3].parse::<u32>().unwrap() >= 1);
+    let images = d.docker(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert_eq!(images.trim(), "busybox:latest");
+    let (st, head, body) = d.http("GET", "/_ping", None);
+    assert_eq!(st, 200);
+    assert_eq!(body, b"OK");
+    assert!(
+        head.to_ascii_lowercase().contains("api-version: 1.50"),
+        "{head}"
+    );
+    let (st, v) = d.json("GET", "/v1.99/info", None);
+    assert_eq!(st, 400);
+    assert!(v["message"].as_str().unwrap().contains("too new"), "{v}");
+    let (st, _) = d.json("GET", "/v1.41/nonsense", None);
+    assert_eq!(st, 404);
+}
+
+#[test]
+fn run_in_the_foreground_passes_output_and_exit_code() {
+    let d = Daemon::start();
+    let o = d.docker_output(&[
+        "run",
+        "--rm",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hi; echo err >&2; exit 3",
+    ]);
+    assert_eq!(
+        code(&o),
+        3,
+        "stderr: {}\n{}",
+        text(&o.stderr),
+        support::tail(&d.log(), 30)
+    );
+    assert_eq!(text(&o.stdout), "hi\n");
+    assert_eq!(text(&o.stderr), "err\n");
+    // --rm: nothing left.
+    assert!(eventually(Duration::from_secs(10), || d
+        .docker(&["ps", "-aq"])
+        .trim()
+        .is_empty()));
+    let o = d.docker_output(&["run", "--rm", "busybox", "no-such-command"]);
+    assert_eq!(code(&o), 127, "{}", text(&o.stderr));
+    let o = d.docker_output(&["run", "--rm", "busybox", "/etc/passwd"]);
+    assert_eq!(code(&o), 126, "{}", text(&o.stderr));
+    let o = d.docker_output(&["run", "--rm", "no-such-image-here:1"]);
+    assert_eq!(code(&o), 125);
+}
+
+#[test]
+fn run_flags_reach_the_container() {
+    let d = Daemon::start();
+    let host_dir = d.root.path().join("shared");
+    std::fs::create_dir_all(&host_dir).unwrap();
+    std::fs::write(host_dir.join("in.txt"), "from the host\n").unwrap();
+    let bind = format!("{}:/data", host_dir.display());
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "1000:1000",
+        "-v",
+        &bind,
+        "--entrypoint",
+        "/bin/sh",
+        "busybox",
+        "-c",
+        "echo $FOO; pwd; id -u; id -g; cat /data/in.txt; hostname | wc -c",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[..5],
+        ["bar", "/tmp", "1000", "1000", "from the host"],
+        "{out}"
+    );
+    assert_eq!(
+        lines[5].trim(),
+        "13",
+        "hostname is the 12-character short ID"
+    );
+    // Limits land in the cgroup (v1 here).
+    let id = d.docker(&[
+        "run",
+        "-d",
+        "-m",
+        "64m",
+        "--cpus",
+        "0.5",
+        "--pids-limit",
+        "50",
+        "busybox",
+        "sleep",
+        "100",
+    ]);
+    let id = id.trim();
+    let fmt = d.docker(&["inspect", "--format", "{{.HostConfig.Memory}} {{.HostConfig.NanoCpus}} {{.HostConfig.PidsLimit}} {{.State.Status}}", id]);
+    assert_eq!(fmt.trim(), "67108864 500000000 50 running");
+    let inside = d.docker(&["exec", id, "sh", "-c", "cat /sys/fs/cgroup/memory/memory.limit_in_bytes 2>/dev/null || cat /sys/fs/cgroup/memory.max; cat /sys/fs/cgroup/pids/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids.max"]);
+    let v: Vec<&str> = inside.split_whitespace().collect();
+    assert_eq!(v, ["67108864", "50"], "{inside}");
+    d.docker(&["rm", "-f", id]);
+}
+
+#[test]
+fn detached_containers_logs_ps_exec_and_stop() {
+    let d = Daemon::start();
+    let id = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--label",
+        "tier=front",
+        "busybox",
+        "sh",
+        "-c",
+        "echo started; echo oops >&2; trap 'exit 0' TERM; while true; do sleep 0.1; done",
+    ]);
+    let id = id.trim().to_string();
+    assert_eq!(id.len(), 64);
+    assert!(eventually(Duration::from_secs(10), || d
+        .docker(&["logs", "web"])
+        .contains("started")));
+    let o = d.docker_output(&["logs", "web"]);
+    assert_eq!(text(&o.stdout), "started\n");
+    assert_eq!(text(&o.stderr), "oops\n");
+    let ts = d.docker(&["logs", "-t", "--tail", "1", "web"]);
+    assert!(ts.contains("Z started") || ts.is_empty(), "{ts}");
+    let ps = d.docker(&[
+        "ps",
+        "--format",
+        "{{.ID}} {{.Names}} {{.Image}} {{.Status}}",
+    ]);
+    assert!(
+        ps.starts_with(&format!("{} web busybox Up", &id[..12])),
+        "{ps}"
+    );
+    assert_eq!(
+        d.docker(&["ps", "-q", "--filter", "label=tier=front"])
+            .trim(),
+        &id[..12]
+    );
+    assert_eq!(
+        d.docker(&["ps", "-q", "--filter", "name=nomatch"]).trim(),
+        ""
+    );
+    assert_eq!(
+        d.docker(&["exec", "web", "echo", "from exec"]),
+        "from exec\n"
+    );
+    let o = d.docker_output(&["exec", "web", "sh", "-c", "exit 4"]);
+    assert_eq!(code(&o), 4);
+    let top = d.docker(&["top", "web"]);
+    assert!(
+        top.contains("PID") && top.contains("sleep") || top.contains("sh -c"),
+        "{top}"
+    );
+    d.docker(&["pause", "web"]);
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Status}}", "web"])
+            .trim(),
+        "paused"
+    );
+    d.docker(&["unpause", "web"]);
+    let stats = d.docker(&[
+        "stats",
+        "--no-stream",
+        "--format",
+        "{{.Name}} {{.MemUsage}}",
+        "web",
+    ]);
+    assert!(stats.starts_with("web "), "{stats}");
+    d.docker(&["stop", "-t", "5", "web"]);
+    let st = d.docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        "status=exited",
+        "--format",
+        "{{.Names}} {{.Status}}",
+    ]);
+    assert!(st.starts_with("web Exited (0)"), "{st}");
+    // Stopping a stopped container is a no-op success (304).
+    d.docker(&["stop", "web"]);
+    d.docker(&["restart", "-t", "1", "web"]);
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Running}}", "web"])
+            .trim(),
+        "true"
+    );
+    d.docker(&["kill", "web"]);
+    assert!(eventually(Duration::from_secs(10), || d
+        .docker(&["inspect", "-f", "{{.State.ExitCode}}", "web"])
+        .trim()
+        == "137"));
+    let o = d.docker_output(&["rm", "nosuch"]);
+    assert!(
+        text(&o.stderr).contains("No such container: nosuch"),
+        "{}",
+        text(&o.stderr)
+    );
+    d.docker(&["rm", "web"]);
+}
+
+#[test]
+fn interactive_terminal_through_a_pty() {
+    let d = Daemon::start();
+    let cmd = format!(
+        "DOCKER_HOST={} DOCKER_CONFIG={} {} run -it --rm busybox sh -c 'tty; stty size; exit 2'",
+        d.host(),
+        d.docker_config.display(),
+        support::DOCKER
+    );
+    let mut c = std::process::Command::new("script");
+    c.args(["-qec", &cmd, "/dev/null"])
+        .env("COLUMNS", "100")
+        .env("LINES", "30");
+    let o = support::output_within(c, Duration::from_secs(60));
+    let out = text(&o.stdout);
+    assert!(out.contains("/dev/pts/0"), "{out}");
+    assert_eq!(code(&o), 2, "{out}");
+    // Input typed at the terminal reaches the shell.
+    let cmd = format!(
+        "printf 'echo typed-$((6*7))\\nexit 5\\n' | DOCKER_HOST={} DOCKER_CONFIG={} {} run -i --rm busybox sh",
+        d.host(),
+        d.docker_config.display(),
+        support::DOCKER
+    );
+    let mut c = std::process::Command::new("sh");
+    c.args(["-c", &cmd]);
+    let o = support::output_within(c, Duration::from_secs(60));
+    assert_eq!(text(&o.stdout), "typed-42\n");
+    assert_eq!(code(&o), 5);
+}
+
+#[test]
+fn containers_survive_a_daemon_kill() {
+    let mut d = Daemon::start();
+    let id = d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "keeper",
+        "busybox",
+        "sh",
+        "-c",
+        "echo before; while true; do sleep 0.2; done",
+    ]);
+    let id = id.trim().to_string();
+    assert!(eventually(Duration::from_secs(10), || d
+        .docker(&["logs", "keeper"])
+        .contains("before")));
+    let pid: i32 = d
+        .docker(&["inspect", "-f", "{{.State.Pid}}", "keeper"])
+        .trim()
+        .parse()
+        .unwrap();
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::path::Path::new(&format!("/proc/{pid}")).exists(),
+        "the container died with berthd"
+    );
+    d.spawn();
+    assert_eq!(
+        d.docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Running}} {{.State.Pid}}",
+            "keeper"
+        ])
+        .trim(),
+        format!("true {pid}")
+    );
+    assert_eq!(d.docker(&["logs", "keeper"]), "before\n");
+    d.docker(&["exec", "keeper", "true"]);
+    d.docker(&["stop", "-t", "1", "keeper"]);
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.State.Status}}", &id])
+            .trim(),
+        "exited"
+    );
+    // A container that exits while berthd is down is recorded on the next start.
+    d.docker(&["start", "keeper"]);
+    let pid2: i32 = d
+        .docker(&["inspect", "-f", "{{.State.Pid}}", "keeper"])
+        .trim()
+        .parse()
+        .unwrap();
+    d.kill9();
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid2),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    d.spawn();
+    assert!(eventually(Duration::from_secs(10), || d
+        .docker(&[
+            "inspect",
+            "-f",
+            "{{.State.Status}} {{.State.ExitCode}}",
+            "keeper"
+        ])
+        .trim()
+        == "exited 137"));
+}
+
+#[test]
+fn images_commit_tag_history_diff_cp_export_import_save_load() {
+    let d = Daemon::start();
+    d.docker(&[
+        "run",
+        "--name",
+        "maker",
+        "busybox",
+        "sh",
+        "-c",
+        "mkdir -p /srv && echo made > /srv/file && rm /bin/vi",
+    ]);
+    let diff = d.docker(&["diff", "maker"]);
+    assert!(
+        diff.contains("A /srv/file") && diff.contains("D /bin/vi"),
+        "{diff}"
+    );
+    let id = d.docker(&[
+        "commit",
+        "-m",
+        "add a file",
+        "-c",
+        "ENV A=1",
+        "maker",
+        "made:v1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"));
+    assert_eq!(
+        d.docker(&[
+            "run",
+            "--rm",
+            "made:v1",
+            "sh",
+            "-c",
+            "cat /srv/file; echo $A"
+        ]),
+        "made\n1\n"
+    );
+    d.docker(&["tag", "made:v1", "localhost:5000/made:v2"]);
+    let hist = d.docker(&["history", "--format", "{{.Comment}}", "made:v1"]);
+    assert!(hist.contains("add a file"), "{hist}");
+    assert!(d
+        .docker(&["inspect", "-f", "{{.Config.Env}}", "made:v1"])
+        .contains("A=1"));
+    // docker cp is not available yet: a clear error, not a crash.
+    let o = d.docker_output(&[
+        "cp",
+        "maker:/srv/file",
+        d.root.path().join("out.txt").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("not available"),
+        "{}",
+        text(&o.stderr)
+    );
+    // export → import.
+    let tar = d.root.path().join("fs.tar");
+    d.docker(&["export", "-o", tar.to_str().unwrap(), "maker"]);
+    let listing = std::process::Command::new("tar")
+        .arg("-tf")
+        .arg(&tar)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .any(|l| l.trim_start_matches("./") == "srv/file"));
+    // save → rmi → load.
+    let saved = d.root.path().join("made.tar");
+    d.docker(&["save", "-o", saved.to_str().unwrap(), "made:v1"]);
+    d.docker(&["rm", "maker"]);
+    let rmi = d.docker(&["rmi", "made:v1", "localhost:5000/made:v2"]);
+    assert!(rmi.contains("Untagged: made:v1"), "{rmi}");
+    let o = d.docker_output(&["image", "inspect", "made:v1"]);
+    assert!(!o.status.success());
+    let loaded = d.docker(&["load", "-i", saved.to_str().unwrap()]);
+    assert!(loaded.contains("Loaded image: made:v1"), "{loaded}");
+    assert_eq!(
+        d.docker(&["run", "--rm", "made:v1", "cat", "/srv/file"]),
+        "made\n"
+    );
+    let df = d.docker(&["system", "df", "--format", "{{.Type}}"]);
+    assert!(
+        df.contains("Images") && df.contains("Local Volumes"),
+        "{df}"
+    );
+}
+
+#[test]
+fn volumes_and_events() {
+    let d = Daemon::start();
+    let since = chrono_now();
+    assert_eq!(
+        d.docker(&["volume", "create", "--label", "a=b", "data"])
+            .trim(),
+        "data"
+    );
+    let ls = d.docker(&["volume", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert!(ls.contains("data local"), "{ls}");
+    let mp = d.docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", "data"]);
+    assert!(mp.trim().ends_with("/volumes/data/_data"), "{mp}");
+    d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "data:/vol",
+        "busybox",
+        "sh",
+        "-c",
+        "echo kept > /vol/f",
+    ]);
+    assert_eq!(
+        d.docker(&["run", "--rm", "-v", "data:/vol", "busybox", "cat", "/vol/f"]),
+        "kept\n"
+    );
+    // A named volume is seeded from the image at its mount point.
+    assert!(d
+        .docker(&["run", "--rm", "-v", "etcvol:/etc", "busybox", "ls", "/etc"])
+        .contains("passwd"));
+    d.docker(&["volume", "rm", "data", "etcvol"]);
+    let o = d.docker_output(&["volume", "inspect", "data"]);
+    assert!(!o.status.success());
+    let until = chrono_now() + 1;
+    let ev = d.docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &until.to_string(),
+        "--filter",
+        "type=volume",
+        "--format",
+        "{{.Type}} {{.Action}} {{.Actor.ID}}",
+    ]);
+    assert!(
+        ev.contains("volume create data") && ev.contains("volume destroy data"),
+        "{ev}"
+    );
+}
+
+fn chrono_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
