@@ -117,9 +117,6 @@ impl Client {
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&scratch[..n]);
                     self.parse(&mut on_input);
-                    if n < scratch.len() {
-                        break;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -309,12 +306,14 @@ mod tests {
     #[test]
     fn stdin_of_a_client_without_stdin_is_ignored_and_eof_ends_stdin() {
         let (mut c, mut peer) = pair();
-        peer.write_all(b"{\"stdout\":true}\n").unwrap();
+        peer.write_all(b"{\"stdin\":false,\"stdout\":true,\"stderr\":true}\n")
+            .unwrap();
         peer.write_all(&frame::encode(frame::STDIN, b"x")).unwrap();
         assert!(collect(&mut c).is_empty());
+        assert!(!c.is_dead());
 
         let (mut c, mut peer) = pair();
-        peer.write_all(b"{\"stdin\":true,\"stdout\":true}\n")
+        peer.write_all(b"{\"stdin\":true,\"stdout\":true,\"stderr\":false}\n")
             .unwrap();
         peer.shutdown(std::net::Shutdown::Write).unwrap();
         assert_eq!(collect(&mut c), ["end"]);
@@ -325,7 +324,7 @@ mod tests {
     #[test]
     fn output_follows_the_request_and_overflow_drops() {
         let (mut c, mut peer) = pair();
-        peer.write_all(b"{\"stdout\":false,\"stderr\":true}\n")
+        peer.write_all(b"{\"stdin\":false,\"stdout\":false,\"stderr\":true}\n")
             .unwrap();
         collect(&mut c);
         c.queue_output(frame::STDOUT, b"not wanted");
@@ -355,7 +354,8 @@ mod tests {
         assert!(c.is_dead());
 
         let (mut c, mut peer) = pair();
-        peer.write_all(b"{}\n").unwrap();
+        peer.write_all(b"{\"stdin\":false,\"stdout\":true,\"stderr\":true}\n")
+            .unwrap();
         peer.write_all(&frame::header(frame::STDIN, frame::MAX_PAYLOAD + 1))
             .unwrap();
         collect(&mut c);

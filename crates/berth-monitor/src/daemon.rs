@@ -13,12 +13,11 @@ use std::io::{self, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use berth_monitor::protocol::DIAGNOSTICS_FILE;
 use berth_runtime::sys::process::{exit_now, fork, Forked};
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 
-/// In the state directory: what went wrong, for whoever investigates.
-pub const DIAG_FILE: &str = "monitor.log";
-/// `monitor.log` stops growing here: it is for diagnostics, not a second container log.
+/// The diagnostics file stops growing here: it is for what went wrong, not a second log.
 const DIAG_MAX: u64 = 64 * 1024;
 
 /// Fork; the parent exits 0 at once, the child becomes the monitor: its own session, its
@@ -58,13 +57,14 @@ pub fn detach(state_dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Append one line to `monitor.log` in the working directory (the state directory).
+/// Append one line to the diagnostics file in the working directory (the state
+/// directory).
 pub fn diag(msg: &str) {
     let Ok(mut f) = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o600)
-        .open(DIAG_FILE)
+        .open(DIAGNOSTICS_FILE)
     else {
         return;
     };

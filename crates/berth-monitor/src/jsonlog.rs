@@ -189,12 +189,15 @@ impl JsonLog {
 }
 
 fn open_log(path: &Path, truncate: bool) -> io::Result<File> {
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .append(true)
         .create(true)
-        .truncate(truncate)
         .mode(0o640)
-        .open(path)
+        .open(path)?;
+    if truncate {
+        file.set_len(0)?;
+    }
+    Ok(file)
 }
 
 fn numbered(path: &Path, n: u32) -> PathBuf {

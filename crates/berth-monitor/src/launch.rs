@@ -35,7 +35,7 @@ enum Plan {
     },
     Exec {
         container: Container,
-        process: Process,
+        process: Box<Process>,
         /// The process's ends of the pipes (none with a terminal).
         stdio: Option<Stdio>,
         tty: bool,
@@ -127,7 +127,7 @@ pub fn prepare(
         }
         Mode::Exec { exec_id, process } => {
             let container = runtime.load(id).map_err(|e| error_chain(&e))?;
-            let mut process = Process::clone(process);
+            let mut process = process.clone();
             let what = format!("exec {exec_id}");
             check_terminal(cfg.tty, process.terminal().unwrap_or(false), id, &what)?;
             if let (true, Some((rows, cols))) = (cfg.tty, cfg.console_size) {
@@ -171,10 +171,6 @@ fn check_terminal(tty: bool, terminal: bool, id: &ContainerId, what: &str) -> Re
 }
 
 impl Prepared {
-    pub fn is_run(&self) -> bool {
-        matches!(self.plan, Plan::Run { .. })
-    }
-
     /// Start the process: release init (run), or exec into the container.
     pub fn start(self) -> Result<Running, String> {
         let mut io = self.io;
@@ -197,7 +193,7 @@ impl Prepared {
             } => {
                 let executed = container
                     .exec(ExecOptions {
-                        process,
+                        process: *process,
                         preserve_fds: 0,
                         stdio,
                     })

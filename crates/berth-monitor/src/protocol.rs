@@ -50,6 +50,10 @@ pub const PID_FILE: &str = "monitor.pid";
 pub const ATTACH_SOCKET: &str = "attach.sock";
 /// In the state directory: the [`ExitStatus`], written atomically when the process ended.
 pub const EXIT_FILE: &str = "exit.json";
+/// In the state directory: the monitor's own diagnostics, one timestamped line each,
+/// written only when something went wrong that no report or exit file could carry (the
+/// progress pipe was gone, the log or a cleanup failed, a panic). Capped at 64 KiB.
+pub const DIAGNOSTICS_FILE: &str = "monitor.log";
 
 /// The monitor's progress pipe (write end in the monitor).
 pub const READY_FD: i32 = 3;

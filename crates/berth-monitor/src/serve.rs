@@ -7,8 +7,9 @@
 //! is registered when that output is handed out. Nothing blocks: a descriptor that cannot
 //! take more data keeps it buffered (bounded) until `poll` says it can.
 //!
-//! The caller drives the phases (wait for the start byte, run until the process exits,
-//! drain, say goodbye) through [`Monitor::turn`] and the methods built on it.
+//! The caller drives the phases through methods that run turns until something happens:
+//! [`Monitor::wait_for`] (the start byte, the process's exit), [`Monitor::drain`] (its last
+//! output) and [`Monitor::finish`] (`EXIT` to every client).
 
 use std::fs::File;
 use std::io::{self, Read};
@@ -93,7 +94,7 @@ pub struct Monitor {
 
 /// What a turn saw of the descriptor the caller watches.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Watched {
+enum Watched {
     Quiet,
     Ready,
 }
@@ -145,17 +146,13 @@ impl Monitor {
     }
 
     /// Whether some output stream is still open.
-    pub fn has_output(&self) -> bool {
+    fn has_output(&self) -> bool {
         !self.outputs.is_empty()
     }
 
     /// One `poll` and everything it reports. `watch` is the caller's descriptor (the start
     /// gate, the process's pidfd); the result says whether it became readable.
-    pub fn turn(
-        &mut self,
-        watch: Option<BorrowedFd<'_>>,
-        timeout: PollTimeout,
-    ) -> io::Result<Watched> {
+    fn turn(&mut self, watch: Option<BorrowedFd<'_>>, timeout: PollTimeout) -> io::Result<Watched> {
         #[derive(Clone, Copy)]
         enum Slot {
             Watch,

@@ -2,6 +2,10 @@
 //! process that does not read must not block the monitor) and written when the pipe or
 //! terminal takes them; closing waits until the buffer is written, so `echo data | docker
 //! run -i` delivers all of `data` before the EOF.
+//!
+//! With a terminal, input goes through the master and "closing stdin" only stops
+//! forwarding it: the terminal also carries the output, so it stays open and the process
+//! sees no EOF.
 
 use std::fs::File;
 use std::io::{self, Write};
