@@ -324,6 +324,29 @@ fn phase_json(id: &str, phase: &Phase, first: bool) -> Value {
     }
 }
 
+/// A progress sink whose events go to the client as JSON messages. For a pull, a layer's
+/// first `Waiting` is shown as Docker's `Pulling fs layer`.
+fn forward_progress(
+    tx: mpsc::Sender<Bytes>,
+    pulling: bool,
+) -> (ProgressSink, tokio::task::JoinHandle<()>) {
+    let (sink, mut rx) = ProgressSink::channel();
+    let task = tokio::spawn(async move {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(p) = rx.recv().await {
+            let first = pulling && seen.insert(p.id.clone());
+            if tx
+                .send(msg(phase_json(&p.id, &p.phase, first)))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    (sink, task)
+}
+
 fn json_stream(rx: mpsc::Receiver<Bytes>) -> Resp {
     Response::builder()
         .status(StatusCode::OK)
@@ -371,21 +394,7 @@ async fn create(engine: Arc<Engine>, req: Request<Incoming>, q: &Query) -> HResu
                 json!({"status": format!("Pulling from {}", path), "id": tag_id}),
             ))
             .await;
-        let (sink, mut prx) = ProgressSink::channel();
-        let tx2 = tx.clone();
-        let fwd = tokio::spawn(async move {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(p) = prx.recv().await {
-                let first = seen.insert(p.id.clone());
-                if tx2
-                    .send(msg(phase_json(&p.id, &p.phase, first)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let (sink, fwd) = forward_progress(tx.clone(), true);
         let result = pull(
             &engine.registry,
             engine.images.clone(),
@@ -542,19 +551,7 @@ async fn push_image(
                 json!({"status": format!("The push refers to repository [{repo}]")}),
             ))
             .await;
-        let (sink, mut prx) = ProgressSink::channel();
-        let tx2 = tx.clone();
-        let fwd = tokio::spawn(async move {
-            while let Some(p) = prx.recv().await {
-                if tx2
-                    .send(msg(phase_json(&p.id, &p.phase, false)))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-            }
-        });
+        let (sink, fwd) = forward_progress(tx.clone(), false);
         let result = push(
             &engine.registry,
             engine.images.clone(),

@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 use crate::container::{Container, MountPoint, State, Status};
 use crate::engine::{random_id, Engine, Handle, PendingAttach};
 use crate::error::{EngineError, ErrorKind, Result};
-use crate::types::{ContainerConfig, CreateRequest, StrSlice};
+use crate::types::{ContainerConfig, CreateRequest};
 
 /// What to wait for (`POST /containers/{id}/wait?condition=`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -971,13 +971,7 @@ impl Engine {
         let mut rx = h.changed.subscribe();
         if sig != Signal::SIGKILL && timeout != 0 {
             let _ = self.signal(&c.id, sig, false);
-            let wait = async {
-                while h.get().is_running() {
-                    if rx.changed().await.is_err() {
-                        break;
-                    }
-                }
-            };
+            let wait = until_stopped(h, &mut rx);
             let limit = if timeout < 0 {
                 Duration::from_secs(u64::MAX / 4)
             } else {
@@ -990,13 +984,7 @@ impl Engine {
             }
         }
         let _ = self.signal(&c.id, Signal::SIGKILL, true);
-        let wait = async {
-            while h.get().is_running() {
-                if rx.changed().await.is_err() {
-                    break;
-                }
-            }
-        };
+        let wait = until_stopped(h, &mut rx);
         if tokio::time::timeout(Duration::from_secs(30), wait)
             .await
             .is_err()
@@ -1446,6 +1434,15 @@ impl Engine {
     }
 }
 
+/// Resolves once the container no longer runs (or its handle is gone).
+async fn until_stopped(h: &Handle, rx: &mut tokio::sync::watch::Receiver<u64>) {
+    while h.get().is_running() {
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+}
+
 /// Connect to the attach socket from blocking code.
 fn connect_blocking(socket: &Path, req: AttachRequest) -> std::io::Result<tokio::net::UnixStream> {
     use std::io::Write;
@@ -1578,11 +1575,6 @@ pub fn parse_size(s: &str) -> Option<u64> {
     Some((n * mult as f64) as u64)
 }
 
-#[allow(dead_code)]
-fn _strslice(v: &[&str]) -> StrSlice {
-    StrSlice(v.iter().map(|s| s.to_string()).collect())
-}
-
 impl Engine {
     /// `POST /containers/{id}/update`: resources and the restart policy. Running
     /// containers get the new limits in their cgroup at once.
@@ -1651,6 +1643,10 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn _strslice(v: &[&str]) -> crate::types::StrSlice {
+        crate::types::StrSlice(v.iter().map(|s| s.to_string()).collect())
+    }
 
     #[test]
     fn env_merge_replaces_and_removes() {

@@ -2,7 +2,7 @@
 //! monitor, follow its progress, connect attach clients, learn when it is gone.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -68,28 +68,43 @@ pub fn spawn(monitor_bin: &Path, state_dir: &Path, config: &MonitorConfig) -> Re
     // The first process forks the real monitor and exits at once.
     let _ = child.wait();
     let mut ready = BufReader::new(std::fs::File::from(ready_r));
-    let mut pending = Pending {
-        state_dir: state_dir.to_owned(),
-        ready: BufReader::new(std::fs::File::from(OwnedFd::from(
-            std::fs::File::open("/dev/null").map_err(|e| EngineError::io("/dev/null", e))?,
-        ))),
-        start: Some(std::fs::File::from(start_w)),
-        pid: None,
-    };
-    match read_ready(&mut ready)? {
-        Ready::Ready { pid } => pending.pid = pid,
+    let pid = match read_ready(&mut ready)? {
+        Ready::Ready { pid } => pid,
         Ready::Failed { message } => return Err(start_error(message)),
         Ready::Started { .. } => {
             return Err(EngineError::internal(
                 "container monitor reported started before it was told to start",
             ))
         }
-    }
-    pending.ready = ready;
-    Ok(pending)
+    };
+    Ok(Pending {
+        state_dir: state_dir.to_owned(),
+        ready,
+        start: Some(std::fs::File::from(start_w)),
+        pid,
+    })
 }
 
+/// How long a monitor may take to create a container, or to start its process.
+const REPORT_TIMEOUT_MS: u16 = 60_000;
+
 fn read_ready(r: &mut BufReader<std::fs::File>) -> Result<Ready> {
+    // A monitor that dies or wedges before reporting must not hang berthd: the container's
+    // init may hold a copy of the pipe, so EOF alone is not guaranteed.
+    if r.buffer().is_empty() {
+        let fd = r.get_ref().as_fd();
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(REPORT_TIMEOUT_MS)) {
+            Ok(0) => {
+                return Err(EngineError::internal(format!(
+                    "the container monitor did not report within {} s; see monitor.log in its state directory",
+                    REPORT_TIMEOUT_MS / 1000
+                )))
+            }
+            Ok(_) => {}
+            Err(e) => return Err(EngineError::internal(format!("waiting for the container monitor: {e}"))),
+        }
+    }
     let mut line = String::new();
     match r.read_line(&mut line) {
         Ok(0) => Err(EngineError::internal(

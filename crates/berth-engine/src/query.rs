@@ -81,13 +81,8 @@ impl Engine {
         let now = chrono::Utc::now();
         let mut out = Vec::new();
         for c in all {
-            if !opts.all
-                && !want_status
-                && !c.is_running()
-                && opts.limit.is_none()
-                && before.is_none()
-                && since.is_none()
-            {
+            // Stopped containers are listed with -a, a status filter, or a limit (-n/-l).
+            if !opts.all && !want_status && !c.is_running() && opts.limit.is_none() {
                 continue;
             }
             if let Some(b) = &before {
@@ -157,20 +152,10 @@ impl Engine {
             if !ok {
                 continue;
             }
-            if !opts.all && !want_status && !c.is_running() && opts.limit.is_none() {
-                continue;
-            }
             let image_name = image_display_name(&c, &tags);
             let mut v = c.summary(now, &image_name);
             if opts.size {
-                let upper = self
-                    .config
-                    .data_root
-                    .join("containers")
-                    .join(&c.id)
-                    .join("upper");
-                v["SizeRw"] = json!(du(&upper));
-                v["SizeRootFs"] = json!(du(&upper) + self.image_size(&c.image_id));
+                self.add_sizes(&mut v, &c);
             }
             out.push(v);
             if let Some(l) = opts.limit {
@@ -180,6 +165,19 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Bytes in the container's writable layer.
+    fn size_rw(&self, c: &Container) -> i64 {
+        du(&self.containers_dir().join(&c.id).join("upper"))
+    }
+
+    /// `SizeRw` and `SizeRootFs` (`ps -s`, `inspect -s`, `system df`), the writable layer
+    /// measured once.
+    fn add_sizes(&self, v: &mut Value, c: &Container) {
+        let rw = self.size_rw(c);
+        v["SizeRw"] = json!(rw);
+        v["SizeRootFs"] = json!(rw + self.image_size(&c.image_id));
     }
 
     fn image_size(&self, id: &str) -> i64 {
@@ -204,14 +202,7 @@ impl Engine {
             v["ExecIDs"] = json!(execs);
         }
         if size {
-            let upper = self
-                .config
-                .data_root
-                .join("containers")
-                .join(&c.id)
-                .join("upper");
-            v["SizeRw"] = json!(du(&upper));
-            v["SizeRootFs"] = json!(du(&upper) + self.image_size(&c.image_id));
+            self.add_sizes(&mut v, &c);
         }
         Ok(v)
     }
@@ -491,13 +482,7 @@ impl Engine {
                     continue;
                 }
             }
-            let upper = self
-                .config
-                .data_root
-                .join("containers")
-                .join(&c.id)
-                .join("upper");
-            let size = du(&upper);
+            let size = self.size_rw(&c);
             if self.remove_inner(&c.id, false, false).await.is_ok() {
                 deleted.push(c.id.clone());
                 space += size;
@@ -607,14 +592,7 @@ impl Engine {
             .map(|h| {
                 let c = h.get();
                 let mut v = c.summary(now, &image_display_name(&c, &tags));
-                let upper = self
-                    .config
-                    .data_root
-                    .join("containers")
-                    .join(&c.id)
-                    .join("upper");
-                v["SizeRw"] = json!(du(&upper));
-                v["SizeRootFs"] = json!(du(&upper) + self.image_size(&c.image_id));
+                self.add_sizes(&mut v, &c);
                 v
             })
             .collect()

@@ -315,7 +315,11 @@ fn wait_for_start_byte(monitor: &mut Monitor, mut gate: &File) -> io::Result<boo
         monitor.wait_for(gate.as_fd())?;
         let mut byte = [0u8; 1];
         match gate.read(&mut byte) {
-            Ok(n) => return Ok(n == 1),
+            Ok(1) => {
+                monitor.settle()?;
+                return Ok(true);
+            }
+            Ok(_) => return Ok(false),
             Err(e)
                 if matches!(
                     e.kind(),

@@ -362,6 +362,14 @@ impl Monitor {
         Ok(())
     }
 
+    /// Take every connection and request already waiting, without blocking. berthd connects
+    /// its attach sessions and writes their requests before the start byte, but one poll
+    /// can report the gate before a client's request: settling after the gate makes sure
+    /// those clients are registered before the process runs.
+    pub fn settle(&mut self) -> io::Result<()> {
+        self.turn(None, PollTimeout::ZERO).map(|_| ())
+    }
+
     /// After the process exited: copy what is left of its output, for at most `limit` (a
     /// process it left behind may hold the pipes open forever).
     pub fn drain(&mut self, limit: Duration) -> io::Result<()> {

@@ -163,8 +163,14 @@ fn detached_containers_logs_ps_exec_and_stop() {
     let o = d.docker_output(&["logs", "web"]);
     assert_eq!(text(&o.stdout), "started\n");
     assert_eq!(text(&o.stderr), "oops\n");
-    let ts = d.docker(&["logs", "-t", "--tail", "1", "web"]);
-    assert!(ts.contains("Z started") || ts.is_empty(), "{ts}");
+    // The last two entries are "started" (stdout) and "oops" (stderr), each timestamped.
+    let o = d.docker_output(&["logs", "-t", "--tail", "2", "web"]);
+    let (out, err) = (text(&o.stdout), text(&o.stderr));
+    assert!(
+        out.ends_with("Z started\n") && out.starts_with("20"),
+        "{out}"
+    );
+    assert!(err.ends_with("Z oops\n"), "{err}");
     let ps = d.docker(&[
         "ps",
         "--format",
@@ -191,7 +197,7 @@ fn detached_containers_logs_ps_exec_and_stop() {
     assert_eq!(code(&o), 4);
     let top = d.docker(&["top", "web"]);
     assert!(
-        top.contains("PID") && top.contains("sleep") || top.contains("sh -c"),
+        top.contains("PID") && (top.contains("sleep") || top.contains("sh -c")),
         "{top}"
     );
     d.docker(&["pause", "web"]);

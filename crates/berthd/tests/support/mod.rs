@@ -265,6 +265,14 @@ impl Drop for Daemon {
             let _ = nix::mount::umount2(mp, nix::mount::MntFlags::MNT_DETACH);
         }
         let _ = std::fs::remove_dir_all(&self.exec_root);
+        // Containers' cgroups are `/berth/<id>`; the shared parent goes once the last
+        // container of any daemon is gone (rmdir fails harmlessly while others use it).
+        if let Ok(controllers) = std::fs::read_dir("/sys/fs/cgroup") {
+            for c in controllers.flatten() {
+                let _ = std::fs::remove_dir(c.path().join("berth"));
+            }
+        }
+        let _ = std::fs::remove_dir("/sys/fs/cgroup/berth");
     }
 }
 
