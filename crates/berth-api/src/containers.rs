@@ -334,8 +334,12 @@ pub fn tar_stream(
 ) -> crate::http::Body {
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     tokio::task::spawn_blocking(move || {
-        let mut w = ChannelWriter { tx };
-        if let Err(e) = f(&mut w) {
+        // Tar writers emit 512-byte headers; batch them into 64 KiB chunks.
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, ChannelWriter { tx });
+        if let Err(e) = f(&mut w).and_then(|()| {
+            use std::io::Write as _;
+            w.flush().map_err(|e| e.to_string())
+        }) {
             tracing::warn!(error = %e, "writing a tar stream");
         }
     });
@@ -363,8 +367,7 @@ fn export(engine: &Arc<Engine>, id: &str) -> HResult {
     engine
         .events
         .emit("container", "export", &c.id, c.event_attributes());
-    let body =
-        tar_stream(move |w| berth_image::export::export(&root, w).map_err(|e| e.to_string()));
+    let body = tar_stream(move |w| berth_engine::archive::export(&root, w).map_err(|e| e.message));
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header("Content-Type", "application/x-tar")
@@ -392,6 +395,7 @@ async fn archive(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Que
             };
             berth_engine::archive::put(&root, &path, r, no_overwrite, copy_ids)
         });
+        let name = c.name.clone();
         let mut body = req.into_body();
         use http_body_util::BodyExt;
         while let Some(frame) = body.frame().await {
@@ -411,7 +415,8 @@ async fn archive(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Que
             reader
                 .await
                 .map_err(|e| berth_engine::EngineError::internal(e.to_string()))
-                .and_then(|r| r),
+                .and_then(|r| r)
+                .map_err(|e| name_container(e, &name)),
         )?;
         return Ok(status(StatusCode::OK));
     }
@@ -422,14 +427,12 @@ async fn archive(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Que
             .await
             .map_err(|e| berth_engine::EngineError::internal(e.to_string()))
             .and_then(|r| r)
-            .map_err(|mut e| {
-                if e.kind == berth_engine::ErrorKind::NotFound {
-                    e.message = format!("Could not find the file {path} in container {}", c.name);
-                }
-                e
-            }),
+            .map_err(|e| name_container(e, &c.name)),
     )?;
-    let header = st.header_value();
+    // Docker's clients decode this with standard base64.
+    use base64::Engine as _;
+    let header = base64::engine::general_purpose::STANDARD
+        .encode(serde_json::to_vec(&st).unwrap_or_default());
     if method == Method::HEAD {
         return Ok(Response::builder()
             .status(StatusCode::OK)
@@ -445,6 +448,14 @@ async fn archive(engine: &Arc<Engine>, req: Request<Incoming>, id: &str, q: &Que
         .header("X-Docker-Container-Path-Stat", header)
         .body(body)
         .unwrap_or_else(|_| status(StatusCode::INTERNAL_SERVER_ERROR)))
+}
+
+/// "Could not find the file /x in container" gets the container's name, as Docker says it.
+fn name_container(mut e: berth_engine::EngineError, name: &str) -> berth_engine::EngineError {
+    if e.kind == berth_engine::ErrorKind::NotFound {
+        e.message = format!("{} {}", e.message, name.trim_start_matches('/'));
+    }
+    e
 }
 
 /// A blocking reader over body chunks.

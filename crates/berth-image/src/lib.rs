@@ -14,7 +14,6 @@ pub mod base;
 pub mod changes;
 pub mod config_changes;
 pub mod content;
-pub mod export;
 pub mod manage;
 pub mod overlay;
 pub mod store;

@@ -2,6 +2,7 @@
 
 mod support;
 
+use std::path::Path;
 use std::time::Duration;
 
 use support::{eventually, Daemon};
@@ -394,18 +395,72 @@ fn images_commit_tag_history_diff_cp_export_import_save_load() {
     assert!(d
         .docker(&["inspect", "-f", "{{.Config.Env}}", "made:v1"])
         .contains("A=1"));
-    // docker cp is not available yet: a clear error, not a crash.
-    let o = d.docker_output(&[
-        "cp",
-        "maker:/srv/file",
-        d.root.path().join("out.txt").to_str().unwrap(),
+    // docker cp, both ways, with a stopped and with a running container.
+    let host = d.root.path();
+    let out = host.join("out.txt");
+    d.docker(&["cp", "maker:/srv/file", out.to_str().unwrap()]);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "made\n");
+    let copied = host.join("srvcopy");
+    d.docker(&["cp", "maker:/srv/.", copied.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read_to_string(copied.join("file")).unwrap(),
+        "made\n"
+    );
+    std::fs::create_dir_all(host.join("indir/sub")).unwrap();
+    std::fs::write(host.join("indir/sub/note"), "from the host\n").unwrap();
+    d.docker(&["cp", host.join("indir").to_str().unwrap(), "maker:/srv/"]);
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "cpbox",
+        "busybox",
+        "sh",
+        "-c",
+        "ln -s / /escape; sleep 60",
     ]);
+    d.docker(&[
+        "cp",
+        host.join("indir/sub/note").to_str().unwrap(),
+        "cpbox:/tmp/",
+    ]);
+    assert_eq!(
+        d.docker(&["exec", "cpbox", "cat", "/tmp/note"]),
+        "from the host\n"
+    );
+    // A symlink planted in the container leads to the container's root, never the host's.
+    let marker = format!("berth-cp-escape-{}", std::process::id());
+    std::fs::write(host.join(&marker), "x").unwrap();
+    d.docker(&[
+        "exec",
+        "cpbox",
+        "sh",
+        "-c",
+        "until [ -L /escape ]; do sleep 0.05; done",
+    ]);
+    d.docker(&[
+        "cp",
+        host.join(&marker).to_str().unwrap(),
+        "cpbox:/escape/tmp/",
+    ]);
+    assert!(
+        !Path::new("/tmp").join(&marker).exists(),
+        "docker cp wrote to the host's /tmp"
+    );
+    assert_eq!(
+        d.docker(&["exec", "cpbox", "cat", &format!("/tmp/{marker}")]),
+        "x"
+    );
+    let o = d.docker_output(&["cp", "cpbox:/no/such/file", out.to_str().unwrap()]);
     assert!(!o.status.success());
     assert!(
-        text(&o.stderr).contains("not available"),
+        text(&o.stderr).contains("Could not find the file /no/such/file in container cpbox"),
         "{}",
         text(&o.stderr)
     );
+    d.docker(&["rm", "-f", "cpbox"]);
+    let diff = d.docker(&["diff", "maker"]);
+    assert!(diff.contains("A /srv/indir/sub/note"), "{diff}");
     // export → import.
     let tar = d.root.path().join("fs.tar");
     d.docker(&["export", "-o", tar.to_str().unwrap(), "maker"]);
@@ -416,7 +471,16 @@ fn images_commit_tag_history_diff_cp_export_import_save_load() {
         .unwrap();
     assert!(String::from_utf8_lossy(&listing.stdout)
         .lines()
-        .any(|l| l.trim_start_matches("./") == "srv/file"));
+        .any(|l| l == "srv/file"));
+    let imported = d.docker(&[
+        "import",
+        "-c",
+        "CMD [\"cat\", \"/srv/file\"]",
+        tar.to_str().unwrap(),
+        "imported:1",
+    ]);
+    assert!(imported.trim().starts_with("sha256:"), "{imported}");
+    assert_eq!(d.docker(&["run", "--rm", "imported:1"]), "made\n");
     // save → rmi → load.
     let saved = d.root.path().join("made.tar");
     d.docker(&["save", "-o", saved.to_str().unwrap(), "made:v1"]);
