@@ -5,7 +5,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use support::{eventually, Daemon};
+use support::{eventually, Daemon, Registry};
 
 fn code(o: &std::process::Output) -> i32 {
     o.status.code().unwrap_or(-1)
@@ -559,4 +559,45 @@ fn chrono_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs()
+}
+
+#[test]
+fn login_push_and_pull_through_a_loopback_registry() {
+    let reg = Registry::start("tester", "s3cret");
+    let d = Daemon::start();
+    let target = format!("{}/berth/box:1", reg.addr());
+    d.docker(&["tag", "busybox", &target]);
+    // No credentials yet: the registry refuses, and docker says so.
+    let o = d.docker_output(&["push", &target]);
+    assert!(!o.status.success());
+    let err = text(&o.stderr) + &text(&o.stdout);
+    assert!(
+        err.contains("no basic auth credentials") || err.contains("unauthorized"),
+        "{err}"
+    );
+    let o = d.docker_output(&["login", "-u", "tester", "-p", "wrong", &reg.addr()]);
+    assert!(!o.status.success(), "a wrong password was accepted");
+    let out = d.docker(&["login", "-u", "tester", "-p", "s3cret", &reg.addr()]);
+    assert!(out.contains("Login Succeeded"), "{out}");
+    let out = d.docker(&["push", &target]);
+    assert!(out.contains("1: digest: sha256:"), "{out}");
+    // Gone locally, back from the registry.
+    d.docker(&["rmi", &target]);
+    let out = d.docker(&["pull", &target]);
+    assert!(
+        out.contains(&format!("Status: Downloaded newer image for {target}")),
+        "{out}"
+    );
+    assert_eq!(
+        d.docker(&["run", "--rm", &target, "echo", "pulled"]),
+        "pulled\n"
+    );
+    // A pull of something that is not there names it.
+    let o = d.docker_output(&["pull", &format!("{}/berth/nothing:1", reg.addr())]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("berth/nothing"),
+        "{}",
+        text(&o.stderr)
+    );
 }

@@ -346,3 +346,70 @@ pub fn processes_mentioning(needle: &str) -> Vec<i32> {
     }
     out
 }
+
+/// Debian's CNCF distribution registry on a loopback port, with htpasswd auth for one
+/// user; killed and its storage removed on drop.
+pub struct Registry {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Child,
+}
+
+impl Registry {
+    pub fn start(user: &str, password: &str) -> Registry {
+        const BIN: &str = "/usr/bin/docker-registry";
+        assert!(
+            Path::new(BIN).exists(),
+            "docker-registry is needed (scripts/install-deps.sh installs it)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let htpasswd = dir.path().join("htpasswd");
+        let hash = bcrypt::hash(password, 5).unwrap();
+        std::fs::write(&htpasswd, format!("{user}:{hash}\n")).unwrap();
+        // Debian's packaged config wants an htpasswd file that does not exist: always our own.
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+                 storage:\n  filesystem:\n    rootdirectory: {}\n\
+                 http:\n  addr: 127.0.0.1:{port}\n\
+                 auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                dir.path().join("storage").display(),
+                htpasswd.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(BIN)
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let r = Registry { port, dir, child };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(r.addr()).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    /// `127.0.0.1:<port>`.
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
