@@ -117,6 +117,35 @@ fn random_name() -> String {
     )
 }
 
+/// A generated name nobody uses. The word lists give 750 names, so after a collision a
+/// random number is appended, as Docker does; past that the ID's short form is used, so
+/// this always ends (with 750 containers a plain retry loop never did).
+fn unique_name(taken: impl Fn(&str) -> bool, id: &str) -> String {
+    for attempt in 0..16u32 {
+        let mut n = random_name();
+        if attempt > 0 {
+            let mut b = [0u8; 4];
+            let _ = getrandom::fill(&mut b);
+            let bound = 10u32.pow(attempt.min(6));
+            n.push_str(&(u32::from_le_bytes(b) % bound).to_string());
+        }
+        if !taken(&n) {
+            return n;
+        }
+    }
+    let short = &id[..12.min(id.len())];
+    (0..)
+        .map(|i| {
+            if i == 0 {
+                short.to_string()
+            } else {
+                format!("{short}_{i}")
+            }
+        })
+        .find(|n| !taken(n))
+        .unwrap_or_else(|| id.to_string())
+}
+
 /// Replace or add `KEY=value` entries; a bare `KEY` removes it (moby's
 /// `ReplaceOrAppendEnvValues`).
 pub fn merge_env(base: &[String], overrides: &[String]) -> Vec<String> {
@@ -266,7 +295,15 @@ impl Engine {
             config.env = Some(e);
         }
         let runtime = match host.runtime.as_str() {
-            "" | "berth" | "runc" | "crun" => "berth".to_string(),
+            "" | "berth" => "berth".to_string(),
+            // Refused rather than quietly run by berth-runtime: the caller asked for a
+            // specific runtime's behaviour.
+            ext @ ("runc" | "crun" | "io.containerd.runc.v2") => {
+                return Err(EngineError::invalid(format!(
+                    "runtime {ext} is not available in berthd yet: containers run with berth's \
+                     own runtime (leave out --runtime, or use --runtime berth)"
+                )))
+            }
             other => {
                 return Err(EngineError::invalid(format!(
                     "unknown or invalid runtime name: {other}"
@@ -286,12 +323,7 @@ impl Engine {
             let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
             let name = match name.filter(|n| !n.is_empty()) {
                 Some(n) => n.strip_prefix('/').unwrap_or(n).to_string(),
-                None => loop {
-                    let n = random_name();
-                    if !names.contains_key(&n) {
-                        break n;
-                    }
-                },
+                None => unique_name(|n| names.contains_key(n), &id),
             };
             if let Some(other) = names.get(&name) {
                 return Err(EngineError::conflict(format!(
@@ -720,6 +752,7 @@ impl Engine {
 
     /// Build the spec and run the monitor (blocking): `(init pid, monitor pid)`.
     fn launch(&self, h: &Arc<Handle>) -> Result<(i32, i32)> {
+        let t0 = std::time::Instant::now();
         let c = h.get();
         let image = self
             .images
@@ -738,6 +771,7 @@ impl Engine {
                 .mount()
                 .map_err(|e| EngineError::internal(format!("mounting the root filesystem: {e}")))?;
         }
+        let t_rootfs = t0.elapsed();
         let state_dir = self.state_dir(&c.id);
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| EngineError::io(format!("creating {}", state_dir.display()), e))?;
@@ -768,7 +802,9 @@ impl Engine {
             stdin_once: c.config.stdin_once,
             console_size: console,
         };
+        let t_spec = t0.elapsed();
         let pending = crate::monitor::spawn(&self.config.monitor_bin, &state_dir, &mc)?;
+        let t_ready = t0.elapsed();
         // Connect the attach sessions that were opened before start.
         let waiting: Vec<PendingAttach> =
             std::mem::take(&mut *h.pending_attaches.lock().unwrap_or_else(|e| e.into_inner()));
@@ -785,6 +821,14 @@ impl Engine {
         }
         let monitor_pid = crate::monitor::live_monitor(&state_dir).unwrap_or(0);
         let pid = pending.start()?;
+        tracing::debug!(
+            container = %c.id,
+            rootfs_us = t_rootfs.as_micros() as u64,
+            spec_us = (t_spec - t_rootfs).as_micros() as u64,
+            monitor_ready_us = (t_ready - t_spec).as_micros() as u64,
+            started_us = (t0.elapsed() - t_ready).as_micros() as u64,
+            "launched"
+        );
         let monitor_pid = if monitor_pid == 0 {
             crate::monitor::live_monitor(&state_dir).unwrap_or(0)
         } else {
@@ -1657,6 +1701,22 @@ mod tests {
         ];
         let out = merge_env(&base, &["A=3".into(), "B".into(), "C=4".into()]);
         assert_eq!(out, vec!["PATH=/bin", "A=3", "C=4"]);
+    }
+
+    #[test]
+    fn generated_names_stay_unique_past_the_word_lists() {
+        let mut taken = std::collections::HashSet::new();
+        for i in 0..2000 {
+            let n = unique_name(|n| taken.contains(n), &format!("{i:064x}"));
+            assert!(taken.insert(n.clone()), "{n} handed out twice");
+        }
+        // Every name taken: the short ID is used.
+        let id = "0123456789abcdef";
+        assert_eq!(unique_name(|n| !n.starts_with("0123"), id), "0123456789ab");
+        assert_eq!(
+            unique_name(|n| !n.starts_with("0123") || n == "0123456789ab", id),
+            "0123456789ab_1"
+        );
     }
 
     #[test]

@@ -560,7 +560,7 @@ impl Engine {
             "Labels": [],
             "ExperimentalBuild": false,
             "ServerVersion": env!("CARGO_PKG_VERSION"),
-            "Runtimes": {"berth": {"path": self.config.monitor_bin}, "runc": {"path": "runc"}, "crun": {"path": "crun"}},
+            "Runtimes": {"berth": {"path": self.config.monitor_bin}},
             "DefaultRuntime": "berth",
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
             "LiveRestoreEnabled": true,

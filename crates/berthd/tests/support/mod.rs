@@ -101,7 +101,10 @@ impl Daemon {
             .arg("--config-file")
             .arg(self.root.path().join("daemon.json"))
             .args(&self.extra_args)
-            .env("BERTHD_LOG", "debug")
+            .env(
+                "BERTHD_LOG",
+                std::env::var("BERTHD_LOG").unwrap_or_else(|_| "debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
