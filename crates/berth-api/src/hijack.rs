@@ -18,8 +18,8 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UnixStream;
 
 use crate::http::{
-    bad_request, empty_body, from_engine, parse_json, read_body, status, HResult, Query,
-    MAX_JSON_BODY,
+    bad_request, empty_body, engine_error, from_engine, parse_json, read_body, status, HResult,
+    Query, MAX_JSON_BODY,
 };
 
 fn wants_upgrade(req: &Request<Incoming>) -> bool {
@@ -159,22 +159,46 @@ pub async fn exec_start(engine: Arc<Engine>, mut req: Request<Incoming>, id: &st
     };
     let tty = opts.tty || exec.config.tty;
     let stdin = exec.config.attach_stdin;
-    let sock = from_engine(
-        engine
-            .exec_start(id, true, Some(opts.tty), opts.console_size)
-            .await,
-    )?;
+    // What can be refused is refused before the 101 ...
+    if exec.state.lock().unwrap_or_else(|e| e.into_inner()).started {
+        return Err(engine_error(&berth_engine::EngineError::conflict(format!(
+            "Error: Exec command {id} has already run"
+        ))));
+    }
+    let running = from_engine(engine.container(&exec.container_id))?
+        .get()
+        .is_running();
+    if !running {
+        return Err(engine_error(&berth_engine::EngineError::conflict(format!(
+            "container {} is not running",
+            exec.container_id
+        ))));
+    }
     let detach_keys = detach_sequence(Some(exec.config.detach_keys.as_str()));
     let exec_id = id.to_string();
+    // ... and the process starts only once the 101 is out, as in Docker: clients that read
+    // the response head through a buffer (docker-py) would otherwise swallow the first
+    // output with it. A start failure from here on is written into the stream, as Docker
+    // does; its exit code is in exec inspect.
     tokio::spawn(async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => hyper_util::rt::TokioIo::new(u),
             Err(_) => return,
         };
         let (mut cr, mut cw) = tokio::io::split(upgraded);
-        if let Some(sock) = sock {
-            if let Some(code) = pump(&mut cr, &mut cw, sock, stdin, tty, detach_keys).await {
-                engine.exec_exited(&exec_id, code);
+        match engine
+            .exec_start(&exec_id, true, Some(opts.tty), opts.console_size)
+            .await
+        {
+            Ok(Some(sock)) => {
+                if let Some(code) = pump(&mut cr, &mut cw, sock, stdin, tty, detach_keys).await {
+                    engine.exec_exited(&exec_id, code);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                let _ = cw.write_all(format!("{}\r\n", e.message).as_bytes()).await;
+                let _ = cw.shutdown().await;
             }
         }
     });
