@@ -1,7 +1,9 @@
 //! Hijacked connections: `POST /containers/{id}/attach` and `POST /exec/{id}/start`.
 //!
-//! Everything is validated before the `101` goes out (errors after it have no good way
-//! back to the client). Then the upgraded socket is pumped against the monitor's attach
+//! Everything that can be checked is checked before the `101` goes out (errors after it
+//! have no good way back to the client); an exec's process is started only after the `101`,
+//! as Docker does, and a failure to start it is written into the stream. Then the upgraded
+//! socket is pumped against the monitor's attach
 //! socket: client bytes become stdin frames, monitor frames become Docker's multiplexed
 //! frames (the same header) or raw bytes for a TTY. A client's half-close only ends stdin;
 //! the session ends when the process exits (the monitor's EXIT frame) and the connection
