@@ -298,6 +298,16 @@ pub fn export(root: &Path, out: impl Write) -> Result<()> {
     b.into_inner().and_then(|mut o| o.flush()).map_err(fail)
 }
 
+/// Open directory `name` in `dir` for reading, never through a symlink.
+fn open_subdir(dir: impl AsFd, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    rfs::openat(
+        dir,
+        name,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+}
+
 /// The entries of an open directory, without `.` and `..`, in name order.
 fn sorted_names(dir: BorrowedFd<'_>) -> io::Result<Vec<OsString>> {
     let mut names = Vec::new();
@@ -337,12 +347,7 @@ impl Walker {
             FileType::Directory => {
                 h.set_entry_type(tar::EntryType::Directory);
                 append(b, &mut h, tar_path, None, io::empty())?;
-                let fd = rfs::openat(
-                    dir,
-                    name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )?;
+                let fd = open_subdir(dir, name)?;
                 for n in sorted_names(fd.as_fd())? {
                     match rfs::statat(&fd, &n, AtFlags::SYMLINK_NOFOLLOW) {
                         Ok(cst) => self.entry(b, fd.as_fd(), &n, &tar_path.join(&n), &cst)?,
@@ -625,13 +630,7 @@ impl Extractor<'_> {
                     Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                     Err(e) => return Err(fail("creating", e.into())),
                 }
-                let fd = rfs::openat(
-                    &pfd,
-                    &name,
-                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::empty(),
-                )
-                .map_err(|e| fail("opening", e.into()))?;
+                let fd = open_subdir(&pfd, &name).map_err(|e| fail("opening", e.into()))?;
                 rfs::fchown(&fd, ids.0, ids.1).map_err(|e| fail("chown", e.into()))?;
                 rfs::fchmod(&fd, Mode::from_raw_mode(mode)).map_err(|e| fail("chmod", e.into()))?;
                 self.dir_times.push((full.clone(), mtime));
@@ -761,12 +760,7 @@ fn remove_all(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<()> {
         Err(rustix::io::Errno::ISDIR) | Err(rustix::io::Errno::PERM) => {}
         Err(e) => return Err(e.into()),
     }
-    let fd = rfs::openat(
-        dir,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-    )?;
+    let fd = open_subdir(dir, name)?;
     for n in sorted_names(fd.as_fd())? {
         remove_all(fd.as_fd(), &n)?;
     }
