@@ -65,6 +65,12 @@ impl Handle {
         })
     }
 
+    /// Look at the record without copying it (listing 1000 containers must not clone
+    /// 1000 records). `f` runs under the record's lock: keep it short.
+    pub fn with<R>(&self, f: impl FnOnce(&Container) -> R) -> R {
+        f(&self.record.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
     pub fn get(&self) -> Container {
         self.record
             .lock()
@@ -80,14 +86,39 @@ impl Handle {
             .clone()
     }
 
-    /// Change the record, persist it, and wake waiters.
+    /// Change the record, persist it durably, and wake waiters: for what must survive a
+    /// power loss (a rename, an update, a user's stop that restart policies honour).
     pub fn update(&self, containers_dir: &Path, f: impl FnOnce(&mut Container)) -> Result<()> {
+        self.change(containers_dir, f, true)
+    }
+
+    /// Change the run state (started, exited, paused, health), persist it atomically but
+    /// without fsync (see [`crate::container::replace_file`]), and wake waiters.
+    pub fn update_state(
+        &self,
+        containers_dir: &Path,
+        f: impl FnOnce(&mut Container),
+    ) -> Result<()> {
+        self.change(containers_dir, f, false)
+    }
+
+    fn change(
+        &self,
+        containers_dir: &Path,
+        f: impl FnOnce(&mut Container),
+        durable: bool,
+    ) -> Result<()> {
         let snapshot = {
             let mut c = self.record.lock().unwrap_or_else(|e| e.into_inner());
             f(&mut c);
             c.clone()
         };
-        let r = snapshot.save(containers_dir).map_err(|e| {
+        let saved = if durable {
+            snapshot.save(containers_dir)
+        } else {
+            snapshot.save_state(containers_dir)
+        };
+        let r = saved.map_err(|e| {
             EngineError::io(
                 format!("saving the state of container {}", snapshot.name),
                 e,

@@ -157,7 +157,7 @@ impl Engine {
             } else {
                 None
             };
-            let monitor_pid = crate::monitor::live_monitor(&sd).unwrap_or(0);
+            let monitor_pid = pending.monitor_pid();
             let pid = pending.start()?;
             Ok((stream, pid, monitor_pid))
         })

@@ -79,7 +79,7 @@ pub fn spawn(engine: Arc<Engine>, h: Arc<Handle>) {
             };
             let end = berth_types::time::now_rfc3339_nano();
             let mut transition = None;
-            let _ = h.update(&engine.containers_dir(), |c| {
+            let _ = h.update_state(&engine.containers_dir(), |c| {
                 let Some(health) = c.state.health.as_mut() else {
                     return;
                 };

@@ -692,7 +692,7 @@ impl Engine {
         match started {
             Ok((pid, monitor_pid)) => {
                 let now = berth_types::time::now_rfc3339_nano();
-                h.update(&self.containers_dir(), |c| {
+                h.update_state(&self.containers_dir(), |c| {
                     c.state.status = Status::Running;
                     c.state.pid = pid;
                     c.state.monitor_pid = Some(monitor_pid);
@@ -729,7 +729,7 @@ impl Engine {
                     128
                 };
                 let msg = e.message.clone();
-                let _ = h.update(&self.containers_dir(), |c| {
+                let _ = h.update_state(&self.containers_dir(), |c| {
                     c.state.exit_code = code;
                     c.state.error = msg;
                 });
@@ -777,7 +777,7 @@ impl Engine {
             .map_err(|e| EngineError::io(format!("creating {}", state_dir.display()), e))?;
         let spec = self.build_spec(&c, &rootfs.merged)?;
         let data = serde_json::to_vec(&spec).map_err(|e| EngineError::internal(e.to_string()))?;
-        crate::container::write_atomic(&state_dir.join("config.json"), &data)
+        crate::container::replace_file(&state_dir.join("config.json"), &data)
             .map_err(|e| EngineError::io("writing the container's OCI spec", e))?;
         let (max_size, max_files) =
             log_limits(&c, self.config.log_max_size, self.config.log_max_files)?;
@@ -819,7 +819,7 @@ impl Engine {
                 }
             }
         }
-        let monitor_pid = crate::monitor::live_monitor(&state_dir).unwrap_or(0);
+        let monitor_pid = pending.monitor_pid();
         let pid = pending.start()?;
         tracing::debug!(
             container = %c.id,
@@ -861,7 +861,7 @@ impl Engine {
             error: Some("the container's monitor ended without recording an exit status".into()),
         });
         let before = h.get();
-        let _ = h.update(&self.containers_dir(), |c| {
+        let _ = h.update_state(&self.containers_dir(), |c| {
             c.state.status = Status::Exited;
             c.state.exit_code = status.exit_code;
             c.state.oom_killed = status.oom_killed;
@@ -894,7 +894,7 @@ impl Engine {
                 _ => false,
             };
         if restart {
-            let _ = h.update(&self.containers_dir(), |c| {
+            let _ = h.update_state(&self.containers_dir(), |c| {
                 c.state.status = Status::Restarting;
                 c.state.restart_count += 1;
             });
@@ -909,7 +909,7 @@ impl Engine {
                 }
                 if let Err(e) = engine.start_locked(&h).await {
                     tracing::warn!(container = %h.id(), error = %e, "restarting the container");
-                    let _ = h.update(&engine.containers_dir(), |c| {
+                    let _ = h.update_state(&engine.containers_dir(), |c| {
                         c.state.status = Status::Exited;
                     });
                 } else {
@@ -1106,14 +1106,14 @@ impl Engine {
         match (pause, c.state.status) {
             (true, Status::Running) => {
                 self.runtime_container(&c.id)?.pause().map_err(rt_err)?;
-                h.update(&self.containers_dir(), |c| c.state.status = Status::Paused)?;
+                h.update_state(&self.containers_dir(), |c| c.state.status = Status::Paused)?;
                 self.events
                     .emit("container", "pause", &c.id, c.event_attributes());
                 Ok(())
             }
             (false, Status::Paused) => {
                 self.runtime_container(&c.id)?.resume().map_err(rt_err)?;
-                h.update(&self.containers_dir(), |c| c.state.status = Status::Running)?;
+                h.update_state(&self.containers_dir(), |c| c.state.status = Status::Running)?;
                 self.events
                     .emit("container", "unpause", &c.id, c.event_attributes());
                 Ok(())
@@ -1209,7 +1209,7 @@ impl Engine {
                 Err(e) => return Err(e),
             }
         }
-        h.update(&self.containers_dir(), |c| {
+        h.update_state(&self.containers_dir(), |c| {
             c.state.status = Status::Removing
         })?;
         let images = self.images.clone();

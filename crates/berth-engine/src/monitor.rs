@@ -1,11 +1,14 @@
 //! berthd's side of the berth-monitor protocol (`berth_monitor::protocol`): start a
 //! monitor, follow its progress, connect attach clients, learn when it is gone.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use berth_monitor::protocol::{
     self, AttachRequest, ExitStatus, MonitorConfig, Ready, ATTACH_SOCKET, EXIT_FILE, PID_FILE,
@@ -22,6 +25,38 @@ pub struct Pending {
     start: Option<std::fs::File>,
     /// Init's pid in run mode.
     pub pid: Option<i32>,
+    /// The monitor process (berthd's child: [`wait_pid`] reaps it once it has started the
+    /// process; a monitor that never got that far is reaped here).
+    child: Option<Child>,
+}
+
+/// Read-only views of monitor binaries (see [`berth_runtime::sys::exe_protection`]): a
+/// monitor run through one is protected against CVE-2019-5736 without re-executing
+/// itself, ~2 ms per start. One per binary for the life of berthd.
+static VIEWS: Mutex<Option<HashMap<PathBuf, OwnedFd>>> = Mutex::new(None);
+
+/// The path to execute for `monitor_bin`: `/proc/self/fd/N` of its read-only view, or the
+/// binary itself where the kernel cannot make one (the monitor then protects itself).
+fn monitor_exe(monitor_bin: &Path) -> PathBuf {
+    let mut views = VIEWS.lock().unwrap_or_else(|e| e.into_inner());
+    let views = views.get_or_insert_with(HashMap::new);
+    if !views.contains_key(monitor_bin) {
+        match berth_runtime::sys::exe_protection::readonly_view(monitor_bin) {
+            Ok(fd) => {
+                views.insert(monitor_bin.to_owned(), fd);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "no read-only view of the monitor binary; it re-executes itself");
+                return monitor_bin.to_owned();
+            }
+        }
+    }
+    match views.get(monitor_bin) {
+        // The descriptor is close-on-exec, but the kernel opens the program before it
+        // closes those, so the spawned process can execute it by this path.
+        Some(fd) => PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd())),
+        None => monitor_bin.to_owned(),
+    }
 }
 
 /// Start `berth-monitor` for `config` in `state_dir` and wait until it is ready.
@@ -30,51 +65,45 @@ pub fn spawn(monitor_bin: &Path, state_dir: &Path, config: &MonitorConfig) -> Re
         .map_err(|e| EngineError::io(format!("creating {}", state_dir.display()), e))?;
     let _ = std::fs::remove_file(state_dir.join(EXIT_FILE));
     let data = serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
-    crate::container::write_atomic(&state_dir.join(protocol::CONFIG_FILE), &data)
+    crate::container::replace_file(&state_dir.join(protocol::CONFIG_FILE), &data)
         .map_err(|e| EngineError::io("writing the monitor's config", e))?;
     let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| EngineError::internal(format!("pipe: {e}")))?;
     let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| EngineError::internal(format!("pipe: {e}")))?;
-    let mut cmd = Command::new(monitor_bin);
-    cmd.arg(state_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
+    // The pipes go in as stdin and stdout: no `pre_exec`, so std starts the monitor with
+    // posix_spawn (a vfork) instead of copying berthd's address space.
+    let mut cmd = Command::new(monitor_exe(monitor_bin));
+    cmd.arg0(monitor_bin)
+        .arg(state_dir)
+        .stdin(Stdio::from(start_r))
+        .stdout(Stdio::from(ready_w))
         .stderr(Stdio::null());
-    let (rw, sr) = (ready_w.as_raw_fd(), start_r.as_raw_fd());
-    // SAFETY: between fork and exec the closure only calls dup2 and fcntl, which are
-    // async-signal-safe, on descriptors that stay open in the parent until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            for (from, to) in [(rw, protocol::READY_FD), (sr, protocol::START_FD)] {
-                if from == to {
-                    let flags = libc::fcntl(to, libc::F_GETFD);
-                    libc::fcntl(to, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
-                } else if libc::dup2(from, to) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().map_err(|e| {
+    let child = cmd.spawn().map_err(|e| {
         EngineError::internal(format!(
             "starting the container monitor {}: {e}",
             monitor_bin.display()
         ))
     })?;
-    drop(ready_w);
-    drop(start_r);
-    // The first process forks the real monitor and exits at once.
-    let _ = child.wait();
+    // `cmd` holds our copies of the monitor's pipe ends: without them, a monitor that
+    // dies before reporting gives EOF.
+    drop(cmd);
     let mut ready = BufReader::new(std::fs::File::from(ready_r));
-    let pid = match read_ready(&mut ready)? {
-        Ready::Ready { pid } => pid,
-        Ready::Failed { message } => return Err(start_error(message)),
-        Ready::Started { .. } => {
+    let pid = match read_ready(&mut ready) {
+        Ok(Ready::Ready { pid }) => pid,
+        Ok(Ready::Failed { message }) => {
+            reap(child);
+            return Err(start_error(message));
+        }
+        Ok(Ready::Started { .. }) => {
+            reap(child);
             return Err(EngineError::internal(
                 "container monitor reported started before it was told to start",
-            ))
+            ));
+        }
+        Err(e) => {
+            reap(child);
+            return Err(e);
         }
     };
     Ok(Pending {
@@ -82,6 +111,7 @@ pub fn spawn(monitor_bin: &Path, state_dir: &Path, config: &MonitorConfig) -> Re
         ready,
         start: Some(std::fs::File::from(start_w)),
         pid,
+        child: Some(child),
     })
 }
 
@@ -129,20 +159,58 @@ impl Pending {
         self.state_dir.join(ATTACH_SOCKET)
     }
 
-    /// Let the process start; returns its pid once it runs.
+    /// The monitor's pid.
+    pub fn monitor_pid(&self) -> i32 {
+        self.child.as_ref().map_or(0, |c| c.id() as i32)
+    }
+
+    /// Let the process start; returns its pid once it runs. From then on the monitor is
+    /// reaped by [`wait_pid`].
     pub fn start(mut self) -> Result<i32> {
         if let Some(mut s) = self.start.take() {
             s.write_all(b"s")
                 .map_err(|e| EngineError::io("starting the container", e))?;
         }
-        match read_ready(&mut self.ready)? {
-            Ready::Started { pid } => Ok(pid),
-            Ready::Failed { message } => Err(start_error(message)),
-            Ready::Ready { .. } => Err(EngineError::internal(
-                "container monitor reported ready twice",
-            )),
+        let pid = match read_ready(&mut self.ready)? {
+            Ready::Started { pid } => pid,
+            Ready::Failed { message } => return Err(start_error(message)),
+            Ready::Ready { .. } => {
+                return Err(EngineError::internal(
+                    "container monitor reported ready twice",
+                ))
+            }
+        };
+        // Running: `wait_pid` reaps it.
+        self.child = None;
+        Ok(pid)
+    }
+}
+
+impl Drop for Pending {
+    /// Not started (or failed to start): close the gate, which tells the monitor to
+    /// abandon, and reap it.
+    fn drop(&mut self) {
+        self.start = None;
+        if let Some(child) = self.child.take() {
+            reap(child);
         }
     }
+}
+
+/// Reap a monitor that is about to exit (it failed or was told to abandon). One that
+/// lingers past a second is left as a zombie rather than holding up berthd.
+fn reap(mut child: Child) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        match child.try_wait() {
+            Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            _ => return,
+        }
+    }
+    tracing::warn!(
+        pid = child.id(),
+        "a container monitor did not exit after failing"
+    );
 }
 
 /// Connect to the attach socket in `state_dir` and send the request line.
@@ -176,8 +244,17 @@ pub fn live_monitor(state_dir: &Path) -> Option<i32> {
         .then_some(pid)
 }
 
-/// Wait until process `pid` (not our child) exits.
+/// Wait until monitor `pid` exits, and reap it if it is our child (monitors berthd started;
+/// not those it re-attached to after a restart).
 pub async fn wait_pid(pid: i32) {
+    wait_exit(pid).await;
+    let _ = nix::sys::wait::waitpid(
+        nix::unistd::Pid::from_raw(pid),
+        Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+    );
+}
+
+async fn wait_exit(pid: i32) {
     let fd = match berth_runtime::sys::fd::pidfd_open(pid) {
         Ok(fd) => fd,
         Err(_) => return, // already gone
@@ -190,7 +267,17 @@ pub async fn wait_pid(pid: i32) {
             let _ = afd.readable().await;
         }
         Err(_) => {
+            // A child of ours stays in /proc as a zombie until reaped.
             while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                if let Ok(
+                    nix::sys::wait::WaitStatus::Exited(..)
+                    | nix::sys::wait::WaitStatus::Signaled(..),
+                ) = nix::sys::wait::waitpid(
+                    nix::unistd::Pid::from_raw(pid),
+                    Some(nix::sys::wait::WaitPidFlag::WNOHANG),
+                ) {
+                    return;
+                }
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
             }
         }

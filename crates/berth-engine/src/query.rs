@@ -51,7 +51,7 @@ fn label_matches(labels: &BTreeMap<String, String>, f: &str) -> bool {
 
 impl Engine {
     /// `GET /containers/json`.
-    pub fn list(&self, opts: &ListOptions) -> Result<Vec<Value>> {
+    pub fn list(&self, opts: &ListOptions) -> Result<Vec<crate::container::Summary>> {
         for key in opts.filters.keys() {
             if !LIST_FILTERS.contains(&key.as_str()) {
                 return Err(EngineError::invalid(format!("invalid filter '{key}'")));
@@ -65,12 +65,17 @@ impl Engine {
                 return Err(EngineError::invalid(format!("invalid filter 'status={s}'")));
             }
         }
-        let mut all: Vec<Container> = self.all_containers().iter().map(|h| h.get()).collect();
-        all.sort_by(|a, b| b.created.cmp(&a.created));
+        // Newest first, as Docker lists them; records are looked at in place, not copied.
+        let mut all: Vec<(String, Arc<crate::engine::Handle>)> = self
+            .all_containers()
+            .into_iter()
+            .map(|h| (h.with(|c| c.created.clone()), h))
+            .collect();
+        all.sort_by(|a, b| b.0.cmp(&a.0));
         let f = &opts.filters;
         let created_of = |key: &str| -> Result<Option<String>> {
             match f.get(key).and_then(|v| v.first()) {
-                Some(v) => Ok(Some(self.container(v)?.get().created)),
+                Some(v) => Ok(Some(self.container(v)?.with(|c| c.created.clone()))),
                 None => Ok(None),
             }
         };
@@ -80,84 +85,16 @@ impl Engine {
         let tags = self.images.tags().unwrap_or_default();
         let now = chrono::Utc::now();
         let mut out = Vec::new();
-        for c in all {
-            // Stopped containers are listed with -a, a status filter, or a limit (-n/-l).
-            if !opts.all && !want_status && !c.is_running() && opts.limit.is_none() {
-                continue;
-            }
-            if let Some(b) = &before {
-                if c.created >= *b {
-                    continue;
-                }
-            }
-            if let Some(s) = &since {
-                if c.created <= *s {
-                    continue;
-                }
-            }
-            let ok =
-                f.iter().all(|(k, vals)| {
-                    vals.iter().any(|v| match k.as_str() {
-                        "id" => c.id.starts_with(v.as_str()),
-                        "name" => {
-                            let pat = v.trim_start_matches('/');
-                            c.name.contains(pat)
-                        }
-                        "status" => c.state.status.as_str() == v,
-                        "exited" => {
-                            c.state.status == Status::Exited
-                                && v.parse::<i32>().ok() == Some(c.state.exit_code)
-                        }
-                        "label" => {
-                            label_matches(c.config.labels.as_ref().unwrap_or(&BTreeMap::new()), v)
-                        }
-                        "ancestor" => {
-                            c.config.image == *v
-                                || c.image_id == *v
-                                || c.image_id
-                                    .trim_start_matches("sha256:")
-                                    .starts_with(v.trim_start_matches("sha256:"))
-                                || self
-                                    .resolve_image(v)
-                                    .is_ok_and(|r| r.id.to_string() == c.image_id)
-                        }
-                        "volume" => c
-                            .mounts
-                            .iter()
-                            .any(|m| m.name == *v || m.destination == *v || m.source == *v),
-                        "health" => {
-                            let h = c
-                                .state
-                                .health
-                                .as_ref()
-                                .map(|h| h.status.as_str())
-                                .unwrap_or("none");
-                            h == v
-                        }
-                        "network" => {
-                            let m = match c.host_config.network_mode.as_str() {
-                                "" | "default" => "bridge",
-                                m => m,
-                            };
-                            m == v
-                        }
-                        "expose" | "publish" => c.config.exposed_ports.as_ref().is_some_and(|p| {
-                            p.contains_key(v) || p.contains_key(&format!("{v}/tcp"))
-                        }),
-                        "is-task" => v == "false",
-                        _ => true,
-                    }) || k == "before"
-                        || k == "since"
-                });
-            if !ok {
-                continue;
-            }
-            let image_name = image_display_name(&c, &tags);
-            let mut v = c.summary(now, &image_name);
+        for (_, h) in all {
+            let row = h.with(|c| {
+                self.list_matches(c, opts, want_status, &before, &since)
+                    .then(|| c.summary(now, &image_display_name(c, &tags)))
+            });
+            let Some(mut row) = row else { continue };
             if opts.size {
-                self.add_sizes(&mut v, &c);
+                self.add_sizes(&mut row);
             }
-            out.push(v);
+            out.push(row);
             if let Some(l) = opts.limit {
                 if out.len() >= l {
                     break;
@@ -167,6 +104,81 @@ impl Engine {
         Ok(out)
     }
 
+    /// Whether `c` passes `ps`'s selection and filters.
+    fn list_matches(
+        &self,
+        c: &Container,
+        opts: &ListOptions,
+        want_status: bool,
+        before: &Option<String>,
+        since: &Option<String>,
+    ) -> bool {
+        let f = &opts.filters;
+        // Stopped containers are listed with -a, a status filter, or a limit (-n/-l).
+        if !opts.all && !want_status && !c.is_running() && opts.limit.is_none() {
+            return false;
+        }
+        if before.as_ref().is_some_and(|b| c.created >= *b) {
+            return false;
+        }
+        if since.as_ref().is_some_and(|s| c.created <= *s) {
+            return false;
+        }
+        f.iter().all(|(k, vals)| {
+            vals.iter().any(|v| match k.as_str() {
+                "id" => c.id.starts_with(v.as_str()),
+                "name" => {
+                    let pat = v.trim_start_matches('/');
+                    c.name.contains(pat)
+                }
+                "status" => c.state.status.as_str() == v,
+                "exited" => {
+                    c.state.status == Status::Exited
+                        && v.parse::<i32>().ok() == Some(c.state.exit_code)
+                }
+                "label" => label_matches(c.config.labels.as_ref().unwrap_or(&BTreeMap::new()), v),
+                "ancestor" => {
+                    c.config.image == *v
+                        || c.image_id == *v
+                        || c.image_id
+                            .trim_start_matches("sha256:")
+                            .starts_with(v.trim_start_matches("sha256:"))
+                        || self
+                            .resolve_image(v)
+                            .is_ok_and(|r| r.id.to_string() == c.image_id)
+                }
+                "volume" => c
+                    .mounts
+                    .iter()
+                    .any(|m| m.name == *v || m.destination == *v || m.source == *v),
+                "health" => {
+                    let h = c
+                        .state
+                        .health
+                        .as_ref()
+                        .map(|h| h.status.as_str())
+                        .unwrap_or("none");
+                    h == v
+                }
+                "network" => {
+                    let m = match c.host_config.network_mode.as_str() {
+                        "" | "default" => "bridge",
+                        m => m,
+                    };
+                    m == v
+                }
+                "expose" | "publish" => c
+                    .config
+                    .exposed_ports
+                    .as_ref()
+                    .is_some_and(|p| p.contains_key(v) || p.contains_key(&format!("{v}/tcp"))),
+                "is-task" => v == "false",
+                _ => true,
+            }) || k == "before"
+                || k == "since"
+        })
+    }
+
     /// Bytes in the container's writable layer.
     fn size_rw(&self, c: &Container) -> i64 {
         du(&self.containers_dir().join(&c.id).join("upper"))
@@ -174,10 +186,16 @@ impl Engine {
 
     /// `SizeRw` and `SizeRootFs` (`ps -s`, `inspect -s`, `system df`), the writable layer
     /// measured once.
-    fn add_sizes(&self, v: &mut Value, c: &Container) {
-        let rw = self.size_rw(c);
-        v["SizeRw"] = json!(rw);
-        v["SizeRootFs"] = json!(rw + self.image_size(&c.image_id));
+    fn add_sizes(&self, row: &mut crate::container::Summary) {
+        let (rw, root) = self.sizes(&row.id, &row.image_id);
+        row.size_rw = Some(rw);
+        row.size_root_fs = Some(root);
+    }
+
+    /// (`SizeRw`, `SizeRootFs`) of container `id` made from image `image_id`.
+    fn sizes(&self, id: &str, image_id: &str) -> (i64, i64) {
+        let rw = du(&self.containers_dir().join(id).join("upper"));
+        (rw, rw + self.image_size(image_id))
     }
 
     fn image_size(&self, id: &str) -> i64 {
@@ -202,7 +220,9 @@ impl Engine {
             v["ExecIDs"] = json!(execs);
         }
         if size {
-            self.add_sizes(&mut v, &c);
+            let (rw, root) = self.sizes(&c.id, &c.image_id);
+            v["SizeRw"] = json!(rw);
+            v["SizeRootFs"] = json!(root);
         }
         Ok(v)
     }
@@ -584,16 +604,15 @@ impl Engine {
     }
 
     /// The container part of `GET /system/df`.
-    pub fn df_containers(&self) -> Vec<Value> {
+    pub fn df_containers(&self) -> Vec<crate::container::Summary> {
         let tags = self.images.tags().unwrap_or_default();
         let now = chrono::Utc::now();
         self.all_containers()
             .iter()
             .map(|h| {
-                let c = h.get();
-                let mut v = c.summary(now, &image_display_name(&c, &tags));
-                self.add_sizes(&mut v, &c);
-                v
+                let mut row = h.with(|c| c.summary(now, &image_display_name(c, &tags)));
+                self.add_sizes(&mut row);
+                row
             })
             .collect()
     }

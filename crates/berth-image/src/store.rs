@@ -599,9 +599,14 @@ impl ImageStore {
         for d in [&rootfs.upper, &rootfs.work, &rootfs.merged] {
             std::fs::create_dir_all(d).map_err(io_err(format!("creating {}", d.display())))?;
         }
-        // Which image the container uses: `rmi` refuses to delete an image in use.
-        write_atomic(&base.join("image"), image.id.to_string().as_bytes())
-            .map_err(io_err("recording the container's image"))?;
+        // Which image the container uses: `rmi` refuses to delete an image in use. Written
+        // once (every start comes through here too).
+        let image_file = base.join("image");
+        let image_id = image.id.to_string();
+        if std::fs::read(&image_file).ok().as_deref() != Some(image_id.as_bytes()) {
+            write_atomic(&image_file, image_id.as_bytes())
+                .map_err(io_err("recording the container's image"))?;
+        }
         if rootfs.lowers.is_empty() {
             // An image without layers: overlay needs a lower directory, give it an empty one.
             let empty = base.join("empty");

@@ -1,9 +1,9 @@
 //! Becoming a daemon that outlives berthd, and the few files it keeps in its state
 //! directory.
 //!
-//! berthd waits for the process it started, so that process forks and exits at once; the
-//! real monitor is reparented to init (or the nearest subreaper) and never depends on
-//! berthd again. It leads its own session (no terminal can send it SIGHUP), keeps the
+//! berthd starts the monitor and reaps it when it ends, but the monitor never depends on
+//! berthd: if berthd dies it is reparented to init (or the nearest subreaper) and carries
+//! on. It leads its own session (no terminal can send it SIGHUP), keeps the
 //! signals a terminal or a dying pipe reader would send from reaching it, sits in its
 //! state directory and has `/dev/null` as stdio. It writes nothing anywhere else: what
 //! went wrong goes to `monitor.log`, and only when something did.
@@ -20,22 +20,28 @@ use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 /// The diagnostics file stops growing here: it is for what went wrong, not a second log.
 const DIAG_MAX: u64 = 64 * 1024;
 
-/// Fork; the parent exits 0 at once, the child becomes the monitor: its own session, its
-/// state directory as working directory, `/dev/null` as stdio, and SIGHUP, SIGINT and
-/// SIGPIPE blocked.
+/// Become the monitor: its own session, its state directory as working directory,
+/// `/dev/null` as stdio, and SIGHUP, SIGINT and SIGPIPE blocked. Started by berthd the
+/// process is not a process-group leader, so `setsid` works at once; started as a shell's
+/// job it is one, and then it forks first (the parent exits 0 at once).
 ///
 /// Blocking rather than ignoring needs no signal handler (no `unsafe`) and does the same
 /// here: the monitor never waits for signals, a write to a closed pipe still fails with
 /// EPIPE, and neither the runtime's children nor hooks inherit it (the runtime clears the
 /// mask before `execve`, as `std::process::Command` does).
 pub fn detach(state_dir: &Path) -> io::Result<()> {
-    // The monitor is single-threaded (it never starts a thread), so the child of this
-    // fork is an ordinary complete process.
-    match fork()? {
-        Forked::Parent(_) => exit_now(0),
-        Forked::Child => {}
+    if nix::unistd::setsid().is_err() {
+        // The monitor is single-threaded (it never starts a thread), so the child of this
+        // fork is an ordinary complete process.
+        match fork()? {
+            Forked::Parent(_) => exit_now(0),
+            Forked::Child => {}
+        }
+        nix::unistd::setsid()?;
     }
-    nix::unistd::setsid()?;
+    // `ps` shows `berth-monitor` even when berthd ran us through a descriptor (older
+    // kernels name such a process after the descriptor's number).
+    let _ = nix::sys::prctl::set_name(c"berth-monitor");
     let mut set = SigSet::empty();
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         set.add(s);
@@ -77,6 +83,10 @@ pub fn diag(msg: &str) {
 
 /// Replace `path` with `data` atomically: readers see the old file or the new one, never
 /// half of it, even if the monitor dies in between.
+///
+/// Not forced to disk: these files (pid, exit status) describe processes of this boot
+/// and live in the exec root (`/run`, a tmpfs, in production); a power loss makes them
+/// moot. Two fsyncs each cost ~1 ms per container start on a disk.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let name = path
         .file_name()
@@ -92,14 +102,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         .mode(0o644)
         .open(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, path)?;
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, path)
 }
 
 /// Remove a file we made; a missing one is fine.

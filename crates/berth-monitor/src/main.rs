@@ -45,6 +45,9 @@ use crate::serve::Monitor;
 /// After the process exited, how long its output may take to drain (a process it left
 /// behind may hold the pipes open forever).
 const DRAIN_LIMIT: Duration = Duration::from_secs(1);
+/// A process still running after this is a long run: the monitor then drops its mappings
+/// of the start-up code (see `berth_runtime::sys::memory`). Short runs never pay for it.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How long clients get to take their last output and `EXIT` before they are closed.
 const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
 
@@ -57,8 +60,9 @@ fn main() {
         std::process::exit(2);
     };
     // CVE-2019-5736: the container's init runs this binary until it execs the container's
-    // program, so it must be a read-only view of it. This may re-execute us (same
-    // arguments; fds 3 and 4 are not close-on-exec yet, so they survive).
+    // program, so it must be a read-only view of it. berthd runs us through one; started
+    // any other way this re-executes us (same arguments; stdin and stdout, berthd's pipes,
+    // survive).
     let protected = berth_runtime::sys::exe_protection::ensure_protected();
     let (mut reporter, gate) =
         match report::Reporter::inherit().and_then(|r| Ok((r, report::start_gate()?))) {
@@ -342,8 +346,21 @@ fn supervise(
     monitor
         .connect_process(running.io, log)
         .map_err(|e| (pid, e))?;
+    let mut idle_after = Some(IDLE_AFTER);
     let code = loop {
-        monitor.wait_for(pidfd.as_fd()).map_err(|e| (pid, e))?;
+        match idle_after.take() {
+            Some(limit) => {
+                if !monitor
+                    .wait_within(pidfd.as_fd(), limit)
+                    .map_err(|e| (pid, e))?
+                {
+                    // Settled into a long run: give back what start-up used.
+                    let _ = berth_runtime::sys::memory::release_idle_pages();
+                    continue;
+                }
+            }
+            None => monitor.wait_for(pidfd.as_fd()).map_err(|e| (pid, e))?,
+        }
         match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::Exited(_, code)) => break code,
             Ok(WaitStatus::Signaled(_, sig, _)) => break 128 + sig as i32,

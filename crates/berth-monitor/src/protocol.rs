@@ -3,16 +3,20 @@
 //! ## Start-up
 //! berthd creates a state directory (`<exec-root>/containers/<id>` for a container,
 //! `<exec-root>/execs/<exec-id>` for an exec), writes [`MonitorConfig`] into it as
-//! [`CONFIG_FILE`] and runs `berth-monitor <state-dir>` with two extra descriptors:
-//! - fd [`READY_FD`]: the write end of a pipe on which the monitor reports progress as JSON
-//!   lines ([`Ready`]);
-//! - fd [`START_FD`]: the read end of a pipe on which berthd writes one byte to let the
-//!   process start. EOF before that byte means "abandon": the monitor removes what it
+//! [`CONFIG_FILE`] and runs `berth-monitor <state-dir>` with two pipes as stdio:
+//! - stdout ([`READY_FD`]): the write end of a pipe on which the monitor reports progress
+//!   as JSON lines ([`Ready`]);
+//! - stdin ([`START_FD`]): the read end of a pipe on which berthd writes one byte to let
+//!   the process start. EOF before that byte means "abandon": the monitor removes what it
 //!   created and exits.
 //!
-//! The monitor forks and the first process exits at once, so berthd is never a monitor's
-//! parent for long: monitors survive berthd and are reparented to init. The real monitor
-//! writes its pid to [`PID_FILE`], creates the container (run) or prepares the exec, binds
+//! Stdio rather than extra descriptors, so that berthd can start monitors with
+//! `posix_spawn` (a vfork) instead of forking its whole address space. berthd runs the
+//! monitor's binary through a detached read-only mount of it (CVE-2019-5736), which spares
+//! the monitor re-executing itself. The monitor then leads its own session and is never
+//! waited for by anyone but berthd, which reaps it when it ends; if berthd dies first the
+//! monitor is reparented to init and carries on. It writes its pid to [`PID_FILE`],
+//! creates the container (run) or prepares the exec, binds
 //! [`ATTACH_SOCKET`], reports [`Ready::Ready`], waits for the start byte, starts the
 //! process and reports [`Ready::Started`] (or [`Ready::Failed`] at any point, then exits).
 //! berthd connects the attach sessions it already holds (`docker run` attaches before
@@ -55,10 +59,10 @@ pub const EXIT_FILE: &str = "exit.json";
 /// progress pipe was gone, the log or a cleanup failed, a panic). Capped at 64 KiB.
 pub const DIAGNOSTICS_FILE: &str = "monitor.log";
 
-/// The monitor's progress pipe (write end in the monitor).
-pub const READY_FD: i32 = 3;
-/// The start gate (read end in the monitor).
-pub const START_FD: i32 = 4;
+/// The monitor's progress pipe (write end in the monitor): its stdout.
+pub const READY_FD: i32 = 1;
+/// The start gate (read end in the monitor): its stdin.
+pub const START_FD: i32 = 0;
 
 /// What the monitor runs.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -49,24 +49,31 @@ pub fn start_gate() -> io::Result<File> {
     inherit(START_FD).map(File::from)
 }
 
-/// Take over inherited descriptor `fd` and make it close-on-exec, so that neither the
-/// container nor a hook ever holds berthd's pipes (berthd would then miss the EOF).
+/// Take over the pipe berthd gave us as stdio descriptor `fd`: a close-on-exec copy above
+/// stdio, so that neither the container nor a hook ever holds berthd's pipes (berthd would
+/// then miss the EOF). The stdio slot itself is pointed at `/dev/null` by
+/// [`crate::daemon::detach`].
 fn inherit(fd: RawFd) -> io::Result<OwnedFd> {
-    if std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).is_err() {
+    let stdin = io::stdin();
+    let stdout = io::stdout();
+    let borrowed = match fd {
+        START_FD => stdin.as_fd(),
+        _ => stdout.as_fd(),
+    };
+    let is_pipe = std::fs::read_link(format!("/proc/self/fd/{fd}"))
+        .is_ok_and(|t| t.as_os_str().as_encoded_bytes().starts_with(b"pipe:"));
+    if !is_pipe {
         return Err(io::Error::new(
-            io::ErrorKind::NotFound,
+            io::ErrorKind::InvalidInput,
             format!(
-                "descriptor {fd} is not open: berth-monitor is started by berthd with its \
-                 progress pipe on fd {READY_FD} and its start gate on fd {START_FD}"
+                "descriptor {fd} is not a pipe: berth-monitor is started by berthd with its \
+                 progress pipe as stdout (fd {READY_FD}) and its start gate as stdin (fd {START_FD})"
             ),
         ));
     }
-    // Sound for the same reason `adopt` is: the kernel installed this descriptor for us (at
-    // exec) and nothing else in this process owns it.
-    let owned = berth_runtime::sys::fd::adopt(fd);
-    nix::fcntl::fcntl(
-        owned.as_fd(),
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    )?;
-    Ok(owned)
+    // The copy is a descriptor the kernel just made for us, which nothing else owns.
+    Ok(
+        nix::fcntl::fcntl(borrowed, nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(3))
+            .map(berth_runtime::sys::fd::adopt)?,
+    )
 }

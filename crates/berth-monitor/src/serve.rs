@@ -356,6 +356,21 @@ impl Monitor {
         }
     }
 
+    /// Run turns until `watch` becomes readable or `limit` has passed; returns whether it
+    /// became readable.
+    pub fn wait_within(&mut self, watch: BorrowedFd<'_>, limit: Duration) -> io::Result<bool> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(false);
+            }
+            if self.turn(Some(watch), timeout(left))? == Watched::Ready {
+                return Ok(true);
+            }
+        }
+    }
+
     /// Run turns until `watch` becomes readable.
     pub fn wait_for(&mut self, watch: BorrowedFd<'_>) -> io::Result<()> {
         while self.turn(Some(watch), PollTimeout::NONE)? != Watched::Ready {}

@@ -62,18 +62,17 @@ impl ContainerState {
     }
 }
 
-/// Write `bytes` to `path` so that a crash leaves either the old file or the new one.
+/// Write `bytes` to `path` so that a crash of the writer leaves either the old file or the
+/// new one. Not forced to disk (as runc does not): the state describes processes of this
+/// boot, under a root that is normally on tmpfs (`/run`), and after a power loss there is
+/// nothing left for it to describe.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = path.with_extension("tmp");
     let write = || -> std::io::Result<()> {
         let mut f = fs::File::create(&tmp)?;
         f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)?;
-        if let Some(parent) = path.parent() {
-            fs::File::open(parent)?.sync_all()?;
-        }
-        Ok(())
+        drop(f);
+        fs::rename(&tmp, path)
     };
     write().ctx(|| format!("writing {}", path.display()))
 }

@@ -148,7 +148,8 @@ fn mem_available_kib() -> u64 {
         .unwrap_or(0)
 }
 
-/// Sum of a field of /proc/<pid>/status (or smaps_rollup) over processes named `comm`.
+/// Sum of a field of /proc/<pid>/status (or smaps_rollup) over live processes named
+/// `comm`, and how many there are.
 fn proc_kib(comm: &str, file: &str, field: &str) -> (usize, u64) {
     let mut n = 0;
     let mut total = 0;
@@ -157,13 +158,15 @@ fn proc_kib(comm: &str, file: &str, field: &str) -> (usize, u64) {
         if !std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == comm) {
             continue;
         }
-        n += 1;
-        if let Ok(s) = std::fs::read_to_string(p.join(file)) {
-            total += s
-                .lines()
+        // Zombies (exited, not yet reaped by their parent) have no memory: not counted.
+        let kib = std::fs::read_to_string(p.join(file)).ok().and_then(|s| {
+            s.lines()
                 .find_map(|l| l.strip_prefix(field))
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0);
+        });
+        if let Some(kib) = kib {
+            n += 1;
+            total += kib;
         }
     }
     (n, total)
@@ -237,7 +240,8 @@ fn main() {
         "start 50 detached sleep containers",
         t.elapsed().as_secs_f64()
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Idle containers: monitors give back their start-up pages after a second.
+    std::thread::sleep(Duration::from_millis(1500));
     let used = before.saturating_sub(mem_available_kib());
     let (n, rss) = proc_kib("berth-monitor", "status", "VmRSS:");
     let (_, pss) = proc_kib("berth-monitor", "smaps_rollup", "Pss:");

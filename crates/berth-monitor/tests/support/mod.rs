@@ -7,9 +7,8 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
@@ -17,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use berth_monitor::protocol::{
     frame, AttachRequest, ExitStatus, LogConfig, Mode, MonitorConfig, Ready, ATTACH_SOCKET,
-    DIAGNOSTICS_FILE, EXIT_FILE, PID_FILE,
+    DIAGNOSTICS_FILE, EXIT_FILE,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -333,8 +332,8 @@ impl Monitor {
     /// Write `cfg` into a new state directory and start the monitor on it.
     pub fn spawn(cfg: &MonitorConfig) -> Monitor {
         require_root();
-        // The real monitor is our grandchild: as a subreaper we inherit it when its parent
-        // exits, so we can reap it and read its exit status (and no zombie stays behind).
+        // Should a monitor die, its container's init is reparented to us (a subreaper), so
+        // we can reap it and no zombie stays behind.
         static SUBREAPER: OnceLock<()> = OnceLock::new();
         SUBREAPER.get_or_init(|| nix::sys::prctl::set_child_subreaper(true).unwrap());
 
@@ -347,59 +346,26 @@ impl Monitor {
         let flags = nix::fcntl::OFlag::O_CLOEXEC;
         let (ready_r, ready_w) = nix::unistd::pipe2(flags).unwrap();
         let (start_r, start_w) = nix::unistd::pipe2(flags).unwrap();
-        let (rw, sr) = (ready_w.as_raw_fd(), start_r.as_raw_fd());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_berth-monitor"));
-        cmd.arg(state_dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        // SAFETY: between fork and exec the closure only calls fcntl and dup2, which are
-        // async-signal-safe, on descriptors that stay open in the parent until spawn
-        // returns. Both are first moved above 10 so that placing one on 3 or 4 cannot
-        // overwrite the other; dup2 clears close-on-exec on the copies at 3 and 4.
-        unsafe {
-            cmd.pre_exec(move || {
-                let high_rw = libc::fcntl(rw, libc::F_DUPFD_CLOEXEC, 10);
-                let high_sr = libc::fcntl(sr, libc::F_DUPFD_CLOEXEC, 10);
-                if high_rw < 0
-                    || high_sr < 0
-                    || libc::dup2(high_rw, 3) < 0
-                    || libc::dup2(high_sr, 4) < 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut first = cmd.spawn().expect("starting berth-monitor");
-        drop(ready_w);
-        drop(start_r);
-        // The first process forks the real monitor and exits at once.
-        let status = first.wait().unwrap();
-        assert!(status.success(), "the monitor's first process: {status}");
-        let mut m = Monitor {
-            pid: 0,
+        // As berthd does: the start gate is stdin, the progress pipe stdout. Run from its
+        // plain path, the monitor re-executes itself through a read-only view.
+        let child = Command::new(env!("CARGO_BIN_EXE_berth-monitor"))
+            .arg(state_dir.path())
+            .stdin(Stdio::from(start_r))
+            .stdout(Stdio::from(ready_w))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting berth-monitor");
+        // The monitor is our child; `wait` and `Drop` reap it with waitpid.
+        let pid = child.id() as i32;
+        std::mem::forget(child);
+        Monitor {
+            pid,
             state_dir,
             ready: Some(File::from(ready_r)),
             ready_buf: Vec::new(),
             start: Some(File::from(start_w)),
             reaped: None,
-        };
-        // The pid file is written right after the fork; a monitor that failed early
-        // removes it again, so only wait while the monitor may still be setting up.
-        let pid_file = m.state_dir.path().join(PID_FILE);
-        let deadline = Instant::now() + PATIENCE;
-        while m.pid == 0 && Instant::now() < deadline {
-            if let Some(pid) = std::fs::read_to_string(&pid_file)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                m.pid = pid;
-            } else {
-                std::thread::sleep(Duration::from_millis(2));
-            }
         }
-        m
     }
 
     /// The next progress report, or `None` at EOF.

@@ -94,6 +94,16 @@ pub fn ensure_protected() -> io::Result<()> {
 }
 
 /// A read-only, detached mount of the file at `path` (Linux 5.12+).
+/// A descriptor for a detached, read-only mount of just the file `path` (kernel 5.12 or
+/// later). A program executed through it (`/proc/self/fd/N` or `execveat`) is protected
+/// as [`ensure_protected`] protects us, without re-executing: berthd starts every monitor
+/// this way. The mount lives as long as the descriptor and the processes running from it.
+pub fn readonly_view(path: &std::path::Path) -> io::Result<OwnedFd> {
+    let path = CString::new(path.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in path"))?;
+    readonly_detached_mount(&path)
+}
+
 fn readonly_detached_mount(path: &CString) -> io::Result<OwnedFd> {
     // SAFETY: `path` is a valid NUL-terminated string the kernel only reads; on success the
     // returned descriptor is new and owned by nobody else.

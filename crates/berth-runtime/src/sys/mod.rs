@@ -5,6 +5,7 @@
 
 pub mod exe_protection;
 pub mod fd;
+pub mod memory;
 pub mod openat2;
 pub mod process;
 pub mod seccomp;
