@@ -31,6 +31,10 @@ pub struct EngineConfig {
     /// Log driver options (`log-opts` in daemon.json): `max-size`, `max-file`.
     pub log_max_size: u64,
     pub log_max_files: u32,
+    /// External OCI runtimes by name (`--runtime runc`): their executables.
+    pub oci_runtimes: std::collections::BTreeMap<String, PathBuf>,
+    /// The runtime of containers that name none: `berth` or one of `oci_runtimes`.
+    pub default_runtime: String,
     /// The daemon's identity (`docker info`).
     pub name: String,
 }

@@ -136,6 +136,7 @@ impl Engine {
             open_stdin: cfg.attach_stdin,
             stdin_once: true,
             console_size: console.map(|s| (s[0] as u16, s[1] as u16)),
+            oci_runtime: None,
         };
         let bin = self.config.monitor_bin.clone();
         let sd = state_dir.clone();

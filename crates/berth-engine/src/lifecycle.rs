@@ -295,19 +295,21 @@ impl Engine {
             config.env = Some(e);
         }
         let runtime = match host.runtime.as_str() {
-            "" | "berth" => "berth".to_string(),
-            // Refused rather than quietly run by berth-runtime: the caller asked for a
-            // specific runtime's behaviour.
-            ext @ ("runc" | "crun" | "io.containerd.runc.v2") => {
-                return Err(EngineError::invalid(format!(
-                    "runtime {ext} is not available in berthd yet: containers run with berth's \
-                     own runtime (leave out --runtime, or use --runtime berth)"
-                )))
+            "" => self.config.default_runtime.clone(),
+            "berth" => "berth".to_string(),
+            // containerd's name for runc (older clients send it).
+            "io.containerd.runc.v2" if self.config.oci_runtimes.contains_key("runc") => {
+                "runc".to_string()
             }
+            name if self.config.oci_runtimes.contains_key(name) => name.to_string(),
             other => {
+                let known: Vec<&str> = std::iter::once("berth")
+                    .chain(self.config.oci_runtimes.keys().map(String::as_str))
+                    .collect();
                 return Err(EngineError::invalid(format!(
-                    "unknown or invalid runtime name: {other}"
-                )))
+                    "unknown or invalid runtime name: {other} (this daemon has: {})",
+                    known.join(", ")
+                )));
             }
         };
         if host.runtime.is_empty() {
@@ -775,7 +777,11 @@ impl Engine {
         let state_dir = self.state_dir(&c.id);
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| EngineError::io(format!("creating {}", state_dir.display()), e))?;
-        let spec = self.build_spec(&c, &rootfs.merged)?;
+        let mut spec = self.build_spec(&c, &rootfs.merged)?;
+        let oci_runtime = self.oci_runtime(&c.runtime)?;
+        if oci_runtime.is_some() {
+            for_external_runtime(&mut spec);
+        }
         let data = serde_json::to_vec(&spec).map_err(|e| EngineError::internal(e.to_string()))?;
         crate::container::replace_file(&state_dir.join("config.json"), &data)
             .map_err(|e| EngineError::io("writing the container's OCI spec", e))?;
@@ -801,6 +807,7 @@ impl Engine {
             open_stdin: c.config.open_stdin,
             stdin_once: c.config.stdin_once,
             console_size: console,
+            oci_runtime,
         };
         let t_spec = t0.elapsed();
         let pending = crate::monitor::spawn(&self.config.monitor_bin, &state_dir, &mc)?;
@@ -835,6 +842,25 @@ impl Engine {
             monitor_pid
         };
         Ok((pid, monitor_pid))
+    }
+
+    /// The external OCI runtime a container named (`None` for berth's own).
+    /// (See also [`for_external_runtime`].)
+    fn oci_runtime(&self, name: &str) -> Result<Option<berth_monitor::protocol::OciRuntime>> {
+        if name.is_empty() || name == "berth" {
+            return Ok(None);
+        }
+        let path = self.config.oci_runtimes.get(name).ok_or_else(|| {
+            EngineError::invalid(format!(
+                "the container's runtime {name} is not configured in this daemon any more: \
+                 add it to daemon.json's runtimes, or recreate the container"
+            ))
+        })?;
+        Ok(Some(berth_monitor::protocol::OciRuntime {
+            name: name.to_string(),
+            path: path.clone(),
+            root: self.config.exec_root.join("oci").join(name),
+        }))
     }
 
     /// Follow a running container's monitor until it exits.
@@ -1684,8 +1710,59 @@ impl Engine {
     }
 }
 
+/// The spec as the runc and crun of today's distributions take it: they predate the time
+/// namespace (runc 1.1: "namespace time does not exist") and crun 1.8 refuses an
+/// `ociVersion` other than 1.0.x. Nothing else berth writes is newer than 1.0.2, the
+/// version dockerd 20.10 writes. An unlimited pids limit is left out (see below).
+fn for_external_runtime(spec: &mut oci_spec::runtime::Spec) {
+    spec.set_version("1.0.2-dev".to_string());
+    if let Some(linux) = spec.linux_mut() {
+        if let Some(ns) = linux.namespaces_mut() {
+            ns.retain(|n| n.typ() != oci_spec::runtime::LinuxNamespaceType::Time);
+        }
+        // "No limit" is what a new cgroup has; crun 1.8 writes -1 into a v1 `pids.max`
+        // verbatim, which the kernel refuses.
+        if let Some(res) = linux.resources_mut() {
+            if res.pids().as_ref().is_some_and(|p| p.limit() <= 0) {
+                res.set_pids(None);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn external_runtimes_get_a_spec_they_accept() {
+        use oci_spec::runtime::{
+            LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder,
+        };
+        let mut spec = oci_spec::runtime::Spec::default();
+        let linux = spec.linux_mut().as_mut().unwrap();
+        let mut ns = linux.namespaces().clone().unwrap_or_default();
+        ns.push(
+            LinuxNamespaceBuilder::default()
+                .typ(LinuxNamespaceType::Time)
+                .build()
+                .unwrap(),
+        );
+        let before = ns.len();
+        linux.set_namespaces(Some(ns));
+        linux.set_resources(Some(
+            LinuxResourcesBuilder::default()
+                .pids(LinuxPidsBuilder::default().limit(-1).build().unwrap())
+                .build()
+                .unwrap(),
+        ));
+        super::for_external_runtime(&mut spec);
+        assert_eq!(spec.version(), "1.0.2-dev");
+        let linux = spec.linux().as_ref().unwrap();
+        let ns = linux.namespaces().as_ref().unwrap();
+        assert_eq!(ns.len(), before - 1);
+        assert!(ns.iter().all(|n| n.typ() != LinuxNamespaceType::Time));
+        assert!(linux.resources().as_ref().unwrap().pids().is_none());
+    }
+
     use super::*;
 
     fn _strslice(v: &[&str]) -> crate::types::StrSlice {

@@ -580,8 +580,10 @@ impl Engine {
             "Labels": [],
             "ExperimentalBuild": false,
             "ServerVersion": env!("CARGO_PKG_VERSION"),
-            "Runtimes": {"berth": {"path": self.config.monitor_bin}},
-            "DefaultRuntime": "berth",
+            "Runtimes": std::iter::once(("berth".to_string(), json!({"path": self.config.monitor_bin})))
+                .chain(self.config.oci_runtimes.iter().map(|(n, p)| (n.clone(), json!({"path": p}))))
+                .collect::<serde_json::Map<String, Value>>(),
+            "DefaultRuntime": self.config.default_runtime,
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
             "LiveRestoreEnabled": true,
             "Isolation": "",

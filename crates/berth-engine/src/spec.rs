@@ -452,15 +452,6 @@ fn check_host_config(host: &HostConfig) -> Result<()> {
             host.isolation
         )));
     }
-    if !matches!(
-        host.runtime.as_str(),
-        "" | "runc" | "crun" | "berth" | "io.containerd.runc.v2"
-    ) {
-        return Err(EngineError::invalid(format!(
-            "unknown or invalid runtime name: {}",
-            host.runtime
-        )));
-    }
     if host.storage_opt.as_ref().is_some_and(|o| !o.is_empty()) {
         return Err(EngineError::invalid(
             "--storage-opt is not supported by berth's overlay storage",

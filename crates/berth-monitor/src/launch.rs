@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 
-use berth_monitor::protocol::{Mode, MonitorConfig};
+use berth_monitor::protocol::{Mode, MonitorConfig, OciRuntime};
 use berth_runtime::{Container, CreateOptions, Created, ExecOptions, Runtime, RuntimeError, Stdio};
 use berth_types::ContainerId;
 use nix::fcntl::OFlag;
@@ -32,6 +32,12 @@ pub struct Prepared {
 enum Plan {
     Run {
         created: Created,
+    },
+    /// Created by an external OCI runtime.
+    Oci {
+        rt: OciRuntime,
+        id: ContainerId,
+        pid: i32,
     },
     Exec {
         container: Container,
@@ -86,6 +92,28 @@ pub fn prepare(
                     .map_err(|e| format!("container {id}: creating stdio pipes: {e}"))?;
                 (io, Some(stdio))
             };
+            if let Some(rt) = &cfg.oci_runtime {
+                let created = crate::oci::create(rt, runtime, id, bundle, spec, stdio)?;
+                if let Some(master) = created.terminal {
+                    let result = terminal_setup(master, cfg, id);
+                    match result {
+                        Ok(t) => io = t,
+                        Err(msg) => {
+                            discard_container(runtime, Some(rt), id, created.pid);
+                            return Err(msg);
+                        }
+                    }
+                }
+                return Ok(Prepared {
+                    ready_pid: Some(created.pid),
+                    io,
+                    plan: Plan::Oci {
+                        rt: rt.clone(),
+                        id: id.clone(),
+                        pid: created.pid,
+                    },
+                });
+            }
             let mut created = runtime
                 .create(CreateOptions {
                     id: id.clone(),
@@ -100,21 +128,12 @@ pub fn prepare(
                 let terminal = created.terminal.take();
                 let result = terminal
                     .ok_or_else(|| format!("container {id}: the runtime returned no terminal"))
-                    .and_then(|master| {
-                        if let Some((rows, cols)) = cfg.console_size {
-                            berth_runtime::sys::tty::set_window_size(master.as_fd(), rows, cols)
-                                .map_err(|e| {
-                                    format!("container {id}: setting the terminal size: {e}")
-                                })?;
-                        }
-                        terminal_io(master, cfg.open_stdin)
-                            .map_err(|e| format!("container {id}: {e}"))
-                    });
+                    .and_then(|master| terminal_setup(master, cfg, id));
                 match result {
                     Ok(t) => io = t,
                     Err(msg) => {
                         drop(created);
-                        discard_container(runtime, id, pid);
+                        discard_container(runtime, None, id, pid);
                         return Err(msg);
                     }
                 }
@@ -160,6 +179,19 @@ pub fn prepare(
     }
 }
 
+/// Size the new terminal and take it as the process's stdio.
+fn terminal_setup(
+    master: OwnedFd,
+    cfg: &MonitorConfig,
+    id: &ContainerId,
+) -> Result<ProcessIo, String> {
+    if let Some((rows, cols)) = cfg.console_size {
+        berth_runtime::sys::tty::set_window_size(master.as_fd(), rows, cols)
+            .map_err(|e| format!("container {id}: setting the terminal size: {e}"))?;
+    }
+    terminal_io(master, cfg.open_stdin).map_err(|e| format!("container {id}: {e}"))
+}
+
 fn check_terminal(tty: bool, terminal: bool, id: &ContainerId, what: &str) -> Result<(), String> {
     if tty == terminal {
         return Ok(());
@@ -182,6 +214,10 @@ impl Prepared {
                     .start()
                     .and_then(|()| created.wait_for_exec())
                     .map_err(|e| error_chain(&e))?;
+                Ok(Running { pid, io })
+            }
+            Plan::Oci { rt, id, pid } => {
+                crate::oci::start(&rt, &id)?;
                 Ok(Running { pid, io })
             }
             Plan::Exec {
@@ -229,10 +265,14 @@ impl Prepared {
 
     /// berthd gave up before the start: remove the created container.
     pub fn abandon(self, runtime: &Runtime, id: &ContainerId) {
-        if let Plan::Run { created } = self.plan {
-            let pid = created.container.pid();
-            drop(created);
-            discard_container(runtime, id, pid);
+        match self.plan {
+            Plan::Run { created } => {
+                let pid = created.container.pid();
+                drop(created);
+                discard_container(runtime, None, id, pid);
+            }
+            Plan::Oci { rt, pid, .. } => discard_container(runtime, Some(&rt), id, pid),
+            Plan::Exec { .. } => {}
         }
     }
 }
@@ -283,17 +323,27 @@ fn terminal_io(master: OwnedFd, open_stdin: bool) -> Result<ProcessIo, String> {
     })
 }
 
-/// Kill and reap init (our child: `CLONE_PARENT` made it so, and as we have not reaped it
-/// its pid cannot have been reused), then delete the container from the runtime.
-pub fn discard_container(runtime: &Runtime, id: &ContainerId, init_pid: i32) {
+/// Kill and reap init (our child: `CLONE_PARENT`, or being a subreaper for an external
+/// runtime, made it so, and as we have not reaped it its pid cannot have been reused), then
+/// delete the container from the runtime.
+pub fn discard_container(
+    runtime: &Runtime,
+    oci: Option<&OciRuntime>,
+    id: &ContainerId,
+    init_pid: i32,
+) {
     let pid = Pid::from_raw(init_pid);
     let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
     let _ = nix::sys::wait::waitpid(pid, None);
-    delete_container(runtime, id);
+    delete_container(runtime, oci, id);
 }
 
 /// Remove the container's cgroup and runtime state (its processes are killed first).
-pub fn delete_container(runtime: &Runtime, id: &ContainerId) {
+pub fn delete_container(runtime: &Runtime, oci: Option<&OciRuntime>, id: &ContainerId) {
+    if let Some(rt) = oci {
+        crate::oci::delete(rt, runtime, id);
+        return;
+    }
     let result = match runtime.load(id) {
         Ok(c) => c.delete(true),
         Err(RuntimeError::NotFound(_)) => Ok(()),

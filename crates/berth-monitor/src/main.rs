@@ -19,6 +19,7 @@ mod attach;
 mod daemon;
 mod jsonlog;
 mod launch;
+mod oci;
 mod report;
 mod serve;
 mod stdin;
@@ -257,7 +258,12 @@ impl Job {
             Ok(running) => Ok((running, log)),
             Err(msg) => {
                 if let (true, Some(pid)) = (self.is_run(), init_pid) {
-                    launch::discard_container(&self.runtime, &self.id, pid);
+                    launch::discard_container(
+                        &self.runtime,
+                        self.cfg.oci_runtime.as_ref(),
+                        &self.id,
+                        pid,
+                    );
                 }
                 if let (true, Some(l)) = (log_created, log_cfg) {
                     drop(log);
@@ -284,7 +290,7 @@ impl Job {
         drop(monitor);
         daemon::remove(ATTACH_SOCKET);
         if self.is_run() {
-            launch::delete_container(&self.runtime, &self.id);
+            launch::delete_container(&self.runtime, self.cfg.oci_runtime.as_ref(), &self.id);
         }
         reap_strays();
     }

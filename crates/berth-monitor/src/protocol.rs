@@ -97,6 +97,24 @@ pub struct MonitorConfig {
     pub stdin_once: bool,
     /// Initial terminal size (rows, columns).
     pub console_size: Option<(u16, u16)>,
+    /// Run mode: create, start and delete the container with this external OCI runtime
+    /// instead of berth-runtime (`docker run --runtime runc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oci_runtime: Option<OciRuntime>,
+}
+
+/// An external OCI runtime driven through its command line (`runc`, `crun`). It creates,
+/// starts and deletes the container; berth-runtime records the container it made
+/// (`Runtime::adopt`), so that berthd signals, pauses, measures and execs into it as into
+/// its own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciRuntime {
+    /// The name containers ask for (`--runtime runc`).
+    pub name: String,
+    /// Its executable.
+    pub path: PathBuf,
+    /// Its state root (`--root`).
+    pub root: PathBuf,
 }
 
 /// Docker's json-file log driver options.
@@ -222,6 +240,7 @@ mod tests {
             open_stdin: false,
             stdin_once: false,
             console_size: None,
+            oci_runtime: None,
         };
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["mode"], "run");

@@ -73,6 +73,14 @@ struct Cli {
     group: String,
 }
 
+/// A `runtimes` entry of daemon.json: an OCI runtime's executable.
+#[derive(Deserialize, Debug)]
+struct RuntimeEntry {
+    path: PathBuf,
+    #[serde(default, rename = "runtimeArgs")]
+    runtime_args: Vec<String>,
+}
+
 /// The daemon.json keys berthd honours (Docker's names).
 #[derive(Deserialize, Default, Debug)]
 #[serde(rename_all = "kebab-case", default)]
@@ -95,6 +103,8 @@ struct DaemonJson {
     log_opts: BTreeMap<String, String>,
     log_driver: Option<String>,
     group: Option<String>,
+    default_runtime: Option<String>,
+    runtimes: BTreeMap<String, RuntimeEntry>,
     #[serde(flatten)]
     other: BTreeMap<String, serde_json::Value>,
 }
@@ -103,8 +113,6 @@ const KNOWN_IGNORED: &[&str] = &[
     "live-restore",
     "storage-driver",
     "exec-opts",
-    "default-runtime",
-    "runtimes",
     "features",
     "experimental",
     "builder",
@@ -122,6 +130,36 @@ const KNOWN_IGNORED: &[&str] = &[
     "containerd",
     "cgroup-parent",
 ];
+
+/// The external OCI runtimes containers may ask for: runc and crun when installed (Docker
+/// ships runc as its default), and daemon.json's `runtimes`.
+fn oci_runtimes(dj: &DaemonJson) -> Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for name in ["runc", "crun"] {
+        let found = std::env::var_os("PATH")
+            .map(|p| {
+                std::env::split_paths(&p)
+                    .map(|d| d.join(name))
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default()
+            .into_iter()
+            .find(|p| p.is_file());
+        if let Some(p) = found {
+            out.insert(name.to_string(), p);
+        }
+    }
+    for (name, entry) in &dj.runtimes {
+        if name == "berth" {
+            bail!("runtimes: \"berth\" is berth's own runtime and cannot be redefined");
+        }
+        if !entry.runtime_args.is_empty() {
+            bail!("runtimes.{name}: runtimeArgs are not supported; give a wrapper script as path");
+        }
+        out.insert(name.clone(), entry.path.clone());
+    }
+    Ok(out)
+}
 
 fn main() {
     let cli = Cli::parse();
@@ -294,6 +332,14 @@ async fn run(cli: Cli) -> Result<()> {
         let _ = f.set_len(0);
         let _ = writeln!(f, "{}", std::process::id());
     }
+    let oci_runtimes = oci_runtimes(&dj)?;
+    let default_runtime = dj.default_runtime.clone().unwrap_or_else(|| "berth".into());
+    if default_runtime != "berth" && !oci_runtimes.contains_key(&default_runtime) {
+        bail!(
+            "default-runtime {default_runtime:?} is not a known runtime: use berth, or one of the runtimes in daemon.json ({})",
+            oci_runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
     let config = EngineConfig {
         data_root: data_root.clone(),
         exec_root: exec_root.clone(),
@@ -302,6 +348,8 @@ async fn run(cli: Cli) -> Result<()> {
         registry,
         log_max_size,
         log_max_files,
+        oci_runtimes,
+        default_runtime,
         name: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),

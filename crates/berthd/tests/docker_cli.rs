@@ -601,3 +601,148 @@ fn login_push_and_pull_through_a_loopback_registry() {
         text(&o.stderr)
     );
 }
+
+/// `--runtime runc|crun`: the external runtimes create, start and delete the container;
+/// exec, pause, top, stats and stop work as with berth's own; daemon.json's `runtimes`
+/// and `default-runtime` are honoured and bad names refused.
+#[test]
+fn external_oci_runtimes() {
+    let mut d = Daemon::start();
+    let info = d.docker(&["info", "--format", "{{json .Runtimes}} {{.DefaultRuntime}}"]);
+    assert!(
+        info.contains("\"runc\"") && info.contains("\"crun\""),
+        "{info}"
+    );
+    assert!(info.trim_end().ends_with(" berth"), "{info}");
+    for rt in ["runc", "crun"] {
+        let o = d.docker_output(&[
+            "run",
+            "--rm",
+            "--runtime",
+            rt,
+            "busybox",
+            "sh",
+            "-c",
+            "echo hi; exit 3",
+        ]);
+        assert_eq!(code(&o), 3, "{rt}: {}", text(&o.stderr));
+        assert_eq!(text(&o.stdout), "hi\n", "{rt}");
+        let name = format!("ext-{rt}");
+        d.docker(&[
+            "run",
+            "-d",
+            "--runtime",
+            rt,
+            "--name",
+            &name,
+            "-m",
+            "64m",
+            "busybox",
+            "sleep",
+            "1000",
+        ]);
+        assert_eq!(
+            d.docker(&[
+                "inspect",
+                "-f",
+                "{{.HostConfig.Runtime}} {{.State.Status}}",
+                &name
+            ])
+            .trim(),
+            format!("{rt} running")
+        );
+        // The runtime made the container: it knows it.
+        let list = std::process::Command::new(rt)
+            .arg("--root")
+            .arg(d.exec_root.join("oci").join(rt))
+            .arg("list")
+            .output()
+            .unwrap();
+        assert!(
+            text(&list.stdout).contains("running"),
+            "{rt} list: {} {}\n{:?}",
+            text(&list.stdout),
+            text(&list.stderr),
+            std::fs::read_dir(d.exec_root.join("oci").join(rt))
+                .map(|r| r.flatten().map(|e| e.path()).collect::<Vec<_>>())
+        );
+        assert_eq!(
+            d.docker(&["exec", &name, "echo", "inside"]).trim(),
+            "inside"
+        );
+        d.docker(&["pause", &name]);
+        assert_eq!(
+            d.docker(&["inspect", "-f", "{{.State.Status}}", &name])
+                .trim(),
+            "paused"
+        );
+        d.docker(&["unpause", &name]);
+        assert!(d.docker(&["top", &name]).contains("sleep 1000"));
+        let mem = d.docker(&["stats", "--no-stream", "--format", "{{.MemUsage}}", &name]);
+        assert!(mem.contains("/ 64MiB"), "{rt}: {mem}");
+        let o = d.docker_output(&["run", "--rm", "-t", "--runtime", rt, "busybox", "tty"]);
+        assert!(
+            text(&o.stdout).starts_with("/dev/pts/"),
+            "{rt}: {}",
+            text(&o.stdout)
+        );
+        d.docker(&["stop", "-t", "1", &name]);
+        assert_eq!(
+            d.docker(&["inspect", "-f", "{{.State.ExitCode}}", &name])
+                .trim(),
+            "137"
+        );
+        d.docker(&["rm", &name]);
+        // Deleted from the runtime too.
+        let list = std::process::Command::new(rt)
+            .arg("--root")
+            .arg(d.exec_root.join("oci").join(rt))
+            .arg("list")
+            .arg("-q")
+            .output()
+            .unwrap();
+        assert!(
+            text(&list.stdout).trim().is_empty(),
+            "{rt}: {}",
+            text(&list.stdout)
+        );
+    }
+    let o = d.docker_output(&["run", "--rm", "--runtime", "nope", "busybox", "true"]);
+    assert_eq!(code(&o), 125);
+    assert!(
+        text(&o.stderr).contains("unknown or invalid runtime name: nope"),
+        "{}",
+        text(&o.stderr)
+    );
+
+    // daemon.json: a runtime under another name, and a default.
+    d.stop();
+    std::fs::write(
+        d.root.path().join("daemon.json"),
+        r#"{"runtimes": {"my-runc": {"path": "/usr/sbin/runc"}}, "default-runtime": "crun"}"#,
+    )
+    .unwrap();
+    d.spawn();
+    assert_eq!(
+        d.docker(&["info", "--format", "{{.DefaultRuntime}}"])
+            .trim(),
+        "crun"
+    );
+    d.docker(&["create", "--name", "dflt", "busybox", "true"]);
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{.HostConfig.Runtime}}", "dflt"])
+            .trim(),
+        "crun"
+    );
+    let o = d.docker_output(&[
+        "run",
+        "--rm",
+        "--runtime",
+        "my-runc",
+        "busybox",
+        "echo",
+        "mine",
+    ]);
+    assert_eq!(text(&o.stdout), "mine\n", "{}", text(&o.stderr));
+    d.docker(&["rm", "dflt"]);
+}

@@ -138,6 +138,7 @@ impl Bundle {
             open_stdin: false,
             stdin_once: false,
             console_size: None,
+            oci_runtime: None,
         }
     }
 
@@ -158,6 +159,7 @@ impl Bundle {
             open_stdin: false,
             stdin_once: false,
             console_size: None,
+            oci_runtime: None,
         }
     }
 

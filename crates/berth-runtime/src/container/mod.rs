@@ -204,3 +204,67 @@ impl Container {
         .unwrap_or_default()
     }
 }
+
+impl Runtime {
+    /// Record a container that another OCI runtime (runc, crun) created from `bundle`, so
+    /// that this runtime can signal, freeze, measure and enter it: the record names its
+    /// init (`pid`, checked by start time like our own) and its cgroup. The other runtime
+    /// stays in charge of its life: [`Container::forget`] drops the record once that
+    /// runtime has deleted the container. The hooks are left out of the recorded spec
+    /// (the other runtime runs them).
+    pub fn adopt(
+        &self,
+        id: &ContainerId,
+        pid: i32,
+        bundle: &Path,
+        mut spec: Spec,
+    ) -> Result<Container> {
+        let start_time = process_start_time(pid).ok_or_else(|| {
+            RuntimeError::invalid("pid", format!("process {pid} of container {id} is gone"))
+        })?;
+        let cgroups_path = spec
+            .linux()
+            .as_ref()
+            .and_then(|l| l.cgroups_path().clone())
+            .unwrap_or_else(|| PathBuf::from(format!("/berth/{id}")));
+        let rootfs = spec
+            .root()
+            .as_ref()
+            .map(|r| bundle.join(r.path()))
+            .unwrap_or_default();
+        spec.set_hooks(None);
+        std::fs::create_dir_all(&self.root)
+            .ctx(|| format!("creating state root {}", self.root.display()))?;
+        let dir = self.container_dir(id);
+        std::fs::create_dir(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let config = serde_json::to_vec(&spec)
+            .map_err(std::io::Error::other)
+            .ctx(|| "encoding the spec".into())?;
+        crate::state::write_atomic(&dir.join(CONFIG_FILE), &config)?;
+        let state = ContainerState {
+            id: id.clone(),
+            pid,
+            pid_start_time: start_time,
+            bundle: bundle.to_owned(),
+            rootfs,
+            created: chrono::Utc::now(),
+            owner: String::new(),
+            cgroups_path,
+            annotations: spec.annotations().clone().unwrap_or_default(),
+        };
+        state.save(&dir)?;
+        Ok(Container {
+            runtime: self.clone(),
+            dir,
+            state,
+        })
+    }
+}
+
+impl Container {
+    /// Drop the record of an adopted container (see [`Runtime::adopt`]); its processes and
+    /// cgroup are the other runtime's to remove.
+    pub fn forget(self) -> Result<()> {
+        std::fs::remove_dir_all(&self.dir).ctx(|| format!("removing {}", self.dir.display()))
+    }
+}

@@ -2,7 +2,7 @@
 //! `pidfd_send_signal`.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// Mark every descriptor from `first` upwards close-on-exec, so nothing of the caller's
 /// leaks into the container (the CVE-2024-21626 class): the descriptors stay usable until
@@ -76,4 +76,36 @@ pub fn adopt(raw: RawFd) -> OwnedFd {
     // SAFETY: callers pass only descriptors freshly installed by the kernel for this
     // process, which nothing else owns yet.
     unsafe { OwnedFd::from_raw_fd(raw) }
+}
+
+/// Receive one descriptor sent with `SCM_RIGHTS` on `sock` (an OCI runtime's
+/// `--console-socket` sends a terminal's master this way). It arrives close-on-exec.
+pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let mut buf = [0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    loop {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(msg) => {
+                let mut got = None;
+                for c in msg.cmsgs()? {
+                    if let ControlMessageOwned::ScmRights(fds) = c {
+                        for raw in fds {
+                            // Freshly installed by the kernel for us: ours alone.
+                            got = Some(adopt(raw));
+                        }
+                    }
+                }
+                return got.ok_or_else(|| io::Error::other("no descriptor in the message"));
+            }
+            Err(nix::Error::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
