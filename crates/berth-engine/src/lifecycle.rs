@@ -844,6 +844,27 @@ impl Engine {
         Ok((pid, monitor_pid))
     }
 
+    /// Unmount the volumes with options (tmpfs, bind, ...) that `stopped` used and no
+    /// running container uses any more, as Docker's local driver does.
+    fn release_volumes(&self, stopped: &Container) {
+        for m in stopped.mounts.iter().filter(|m| m.kind == "volume") {
+            let in_use = self.all_containers().iter().any(|h| {
+                h.with(|c| {
+                    c.id != stopped.id
+                        && c.is_running()
+                        && c.mounts
+                            .iter()
+                            .any(|o| o.kind == "volume" && o.name == m.name)
+                })
+            });
+            if !in_use {
+                if let Err(e) = self.volumes.unmount(&m.name) {
+                    tracing::warn!(volume = %m.name, error = %e, "unmounting a volume");
+                }
+            }
+        }
+    }
+
     /// The external OCI runtime a container named (`None` for berth's own).
     /// (See also [`for_external_runtime`].)
     fn oci_runtime(&self, name: &str) -> Result<Option<berth_monitor::protocol::OciRuntime>> {
@@ -900,6 +921,7 @@ impl Engine {
             }
         });
         let _ = std::fs::remove_dir_all(self.state_dir(&before.id));
+        self.release_volumes(&before);
         if status.oom_killed {
             self.events
                 .emit("container", "oom", &before.id, before.event_attributes());

@@ -1,5 +1,13 @@
 //! The `local` volume driver: `<data-root>/volumes/<name>/_data`, with its metadata in
 //! `volume.json` beside it (written atomically).
+//!
+//! With options (`-o type=tmpfs -o device=tmpfs -o o=size=64m`, `-o type=none -o o=bind
+//! -o device=/srv/data`, or any filesystem `mount(8)` knows with its device), `_data` is a
+//! mount point, as in Docker: the filesystem is mounted when a container starts with the
+//! volume and unmounted when the last running container using it stops (a tmpfs volume
+//! is therefore empty again at its next use, as Docker's is). A volume is always unmounted
+//! before its directory is removed, so removing a bind volume never touches the host
+//! directory behind it.
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -34,6 +42,82 @@ fn valid_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'.' | b'-'))
 }
 
+/// Docker's rules for the local driver's options.
+fn check_options(opts: &BTreeMap<String, String>) -> Result<()> {
+    if opts.contains_key("size") {
+        return Err(EngineError::invalid(
+            "quota size requested but no quota support: use -o type=tmpfs -o device=tmpfs -o o=size=SIZE for a size-limited volume",
+        ));
+    }
+    let typ = opts.get("type").map(String::as_str).unwrap_or("");
+    let device = opts.get("device").map(String::as_str).unwrap_or("");
+    let o = opts.get("o").map(String::as_str).unwrap_or("");
+    if opts.is_empty() {
+        return Ok(());
+    }
+    if typ.is_empty() && device.is_empty() {
+        return Err(EngineError::invalid(
+            "missing required option: \"type\" and \"device\" (for example -o type=tmpfs -o device=tmpfs)",
+        ));
+    }
+    if typ.is_empty() {
+        return Err(EngineError::invalid("missing required option: \"type\""));
+    }
+    if device.is_empty() {
+        return Err(EngineError::invalid("missing required option: \"device\""));
+    }
+    let bind = o.split(',').any(|x| x == "bind" || x == "rbind");
+    if bind {
+        let p = Path::new(device);
+        if !p.is_absolute() {
+            return Err(EngineError::invalid(format!(
+                "invalid device {device:?} for a bind volume: give an absolute path"
+            )));
+        }
+        if !p.is_dir() {
+            return Err(EngineError::invalid(format!(
+                "failed to mount local volume: mount {device}: no such directory on the host"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `mount(2)`'s arguments for a volume's options: source, type, flags and the remaining
+/// comma-separated data (Docker's split of `o`).
+fn mount_args(opts: &BTreeMap<String, String>) -> (String, String, nix::mount::MsFlags, String) {
+    use nix::mount::MsFlags;
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    for o in opts
+        .get("o")
+        .map(String::as_str)
+        .unwrap_or("")
+        .split(',')
+        .filter(|s| !s.is_empty())
+    {
+        match o {
+            "bind" => flags |= MsFlags::MS_BIND,
+            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
+            "ro" => flags |= MsFlags::MS_RDONLY,
+            "rw" => {}
+            "nosuid" => flags |= MsFlags::MS_NOSUID,
+            "nodev" => flags |= MsFlags::MS_NODEV,
+            "noexec" => flags |= MsFlags::MS_NOEXEC,
+            "noatime" => flags |= MsFlags::MS_NOATIME,
+            other => data.push(other),
+        }
+    }
+    let typ = opts.get("type").cloned().unwrap_or_default();
+    let fstype = if typ == "none" { String::new() } else { typ };
+    (
+        opts.get("device").cloned().unwrap_or_default(),
+        fstype,
+        flags,
+        data.join(","),
+    )
+}
+
 impl VolumeStore {
     pub fn open(data_root: &Path) -> Result<VolumeStore> {
         let root = data_root.join("volumes");
@@ -64,11 +148,7 @@ impl VolumeStore {
         {
             return Err(EngineError::invalid(format!("invalid option key: \"{k}\"")));
         }
-        if !opts.is_empty() {
-            return Err(EngineError::invalid(
-                "local volume options (type, device, o) are not supported by berth yet: create the volume without -o",
-            ));
-        }
+        check_options(&opts)?;
         let name = match name {
             Some(n) => {
                 if !valid_name(n) {
@@ -128,20 +208,85 @@ impl VolumeStore {
 
     /// Remove a volume; the caller checks that no container uses it.
     pub fn remove(&self, name: &str) -> Result<()> {
-        self.get(name)?;
+        let v = self.get(name)?;
+        // Never remove through a mount: for a bind volume that would empty the host's
+        // directory.
+        self.unmount(name)?;
+        if crate::lifecycle::is_mounted(&v.mountpoint) {
+            return Err(EngineError::conflict(format!(
+                "remove {name}: volume is still mounted at {}",
+                v.mountpoint.display()
+            )));
+        }
         std::fs::remove_dir_all(self.root.join(name))
             .map_err(|e| EngineError::io(format!("removing volume {name}"), e))
     }
 
-    /// The host path to bind into a container.
+    /// The host path to bind into a container; a volume with options gets its filesystem
+    /// mounted there first.
     pub fn mount(&self, name: &str) -> Result<PathBuf> {
-        Ok(self.get(name)?.mountpoint)
+        let v = self.get(name)?;
+        if v.options.is_empty() || crate::lifecycle::is_mounted(&v.mountpoint) {
+            return Ok(v.mountpoint);
+        }
+        let (source, fstype, flags, data) = mount_args(&v.options);
+        nix::mount::mount(
+            Some(source.as_str()),
+            &v.mountpoint,
+            Some(fstype.as_str()),
+            flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+        .map_err(|e| {
+            EngineError::internal(format!(
+                "error while mounting volume '{}': failed to mount local volume: mount {source}:{} , flags: {:#x}, data: {data}: {e}",
+                v.mountpoint.display(),
+                v.mountpoint.display(),
+                flags.bits()
+            ))
+        })?;
+        // A bind mount ignores MS_RDONLY until it is remounted.
+        let ro = nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_RDONLY;
+        if flags.contains(ro) {
+            let r = nix::mount::mount(
+                None::<&str>,
+                &v.mountpoint,
+                None::<&str>,
+                ro | nix::mount::MsFlags::MS_REMOUNT,
+                None::<&str>,
+            );
+            if let Err(e) = r {
+                let _ = nix::mount::umount2(&v.mountpoint, nix::mount::MntFlags::MNT_DETACH);
+                return Err(EngineError::internal(format!(
+                    "making volume {name} read-only: {e}"
+                )));
+            }
+        }
+        Ok(v.mountpoint)
+    }
+
+    /// Unmount a volume with options (no-op otherwise, or when it is not mounted).
+    pub fn unmount(&self, name: &str) -> Result<()> {
+        let v = self.get(name)?;
+        if v.options.is_empty() || !crate::lifecycle::is_mounted(&v.mountpoint) {
+            return Ok(());
+        }
+        nix::mount::umount2(&v.mountpoint, nix::mount::MntFlags::MNT_DETACH).map_err(|e| {
+            EngineError::internal(format!(
+                "unmounting volume {name} from {}: {e}",
+                v.mountpoint.display()
+            ))
+        })
     }
 
     /// Docker's copy-up: fill a new, empty volume with the image's content at its mount
     /// point (`cp -a` keeps modes, owners, links and times; symlinks are copied as links).
     pub fn seed(&self, name: &str, from: &Path) -> Result<()> {
         let v = self.get(name)?;
+        if !v.options.is_empty() {
+            // Its filesystem is mounted only at start: a copy now would land beneath it.
+            return Ok(());
+        }
         let empty = std::fs::read_dir(&v.mountpoint)
             .map(|mut d| d.next().is_none())
             .unwrap_or(false);
@@ -196,5 +341,56 @@ impl VolumeStore {
             deleted.push(v.name);
         }
         Ok((deleted, space))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn opts(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn options_split_into_flags_and_data_as_docker_does() {
+        let (src, typ, flags, data) = mount_args(&opts(&[
+            ("type", "tmpfs"),
+            ("device", "tmpfs"),
+            ("o", "size=8m,uid=1000,noexec"),
+        ]));
+        assert_eq!((src.as_str(), typ.as_str()), ("tmpfs", "tmpfs"));
+        assert_eq!(flags, nix::mount::MsFlags::MS_NOEXEC);
+        assert_eq!(data, "size=8m,uid=1000");
+        let (src, typ, flags, data) = mount_args(&opts(&[
+            ("type", "none"),
+            ("device", "/srv"),
+            ("o", "bind,ro"),
+        ]));
+        assert_eq!(
+            (src.as_str(), typ.as_str(), data.as_str()),
+            ("/srv", "", "")
+        );
+        assert_eq!(
+            flags,
+            nix::mount::MsFlags::MS_BIND | nix::mount::MsFlags::MS_RDONLY
+        );
+    }
+
+    #[test]
+    fn incomplete_options_are_refused() {
+        assert!(check_options(&opts(&[])).is_ok());
+        assert!(check_options(&opts(&[("type", "tmpfs"), ("device", "tmpfs")])).is_ok());
+        for bad in [
+            opts(&[("type", "tmpfs")]),
+            opts(&[("device", "tmpfs")]),
+            opts(&[("o", "size=1m")]),
+            opts(&[("size", "1m")]),
+            opts(&[("type", "none"), ("o", "bind"), ("device", "relative/dir")]),
+        ] {
+            assert!(check_options(&bad).is_err(), "{bad:?}");
+        }
     }
 }

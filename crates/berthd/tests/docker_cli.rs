@@ -746,3 +746,112 @@ fn external_oci_runtimes() {
     assert_eq!(text(&o.stdout), "mine\n", "{}", text(&o.stderr));
     d.docker(&["rm", "dflt"]);
 }
+
+/// The local driver's options: a tmpfs volume (mounted while a container uses it, empty
+/// again afterwards), a bind volume onto a host directory (which removing the volume leaves
+/// alone), and Docker's errors for incomplete options.
+#[test]
+fn volume_driver_options() {
+    let d = Daemon::start();
+    d.docker(&[
+        "volume",
+        "create",
+        "-o",
+        "type=tmpfs",
+        "-o",
+        "device=tmpfs",
+        "-o",
+        "o=size=8m",
+        "scratch",
+    ]);
+    let df = d.docker(&[
+        "run",
+        "--rm",
+        "-v",
+        "scratch:/s",
+        "busybox",
+        "sh",
+        "-c",
+        "echo x > /s/f; grep ' /s ' /proc/mounts; df -k /s | tail -1",
+    ]);
+    assert!(df.contains("tmpfs /s tmpfs"), "{df}");
+    assert!(df.contains(" 8192 "), "a tmpfs of 8 MiB: {df}");
+    let mp = d.docker(&["volume", "inspect", "-f", "{{.Mountpoint}}", "scratch"]);
+    let mp = std::path::PathBuf::from(mp.trim());
+    // Unmounted once no container uses it: the file went with the tmpfs.
+    assert!(eventually(Duration::from_secs(10), || {
+        !std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", mp.display()))
+    }));
+    assert!(!mp.join("f").exists());
+
+    let host = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(host.path().join("keep"), "host data\n").unwrap();
+    let dev = format!("device={}", host.path().display());
+    d.docker(&[
+        "volume",
+        "create",
+        "-o",
+        "type=none",
+        "-o",
+        "o=bind",
+        "-o",
+        &dev,
+        "hostdir",
+    ]);
+    assert_eq!(
+        d.docker(&[
+            "run",
+            "--rm",
+            "-v",
+            "hostdir:/h",
+            "busybox",
+            "sh",
+            "-c",
+            "cat /h/keep; echo from-container > /h/new",
+        ]),
+        "host data\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("new")).unwrap(),
+        "from-container\n"
+    );
+    d.docker(&["volume", "rm", "hostdir", "scratch"]);
+    // The host directory and its files are untouched by the removal.
+    assert_eq!(
+        std::fs::read_to_string(host.path().join("keep")).unwrap(),
+        "host data\n"
+    );
+
+    for (args, want) in [
+        (
+            vec!["-o", "type=tmpfs"],
+            "missing required option: \"device\"",
+        ),
+        (
+            vec!["-o", "device=tmpfs"],
+            "missing required option: \"type\"",
+        ),
+        (vec!["-o", "size=10m"], "quota"),
+        (vec!["-o", "colour=blue"], "invalid option key: \"colour\""),
+        (
+            vec![
+                "-o",
+                "type=none",
+                "-o",
+                "o=bind",
+                "-o",
+                "device=/no/such/dir",
+            ],
+            "no such directory",
+        ),
+    ] {
+        let mut a = vec!["volume", "create"];
+        a.extend(args);
+        a.push("bad");
+        let o = d.docker_output(&a);
+        assert!(!o.status.success());
+        assert!(text(&o.stderr).contains(want), "{a:?}: {}", text(&o.stderr));
+    }
+}
