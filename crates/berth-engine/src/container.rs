@@ -287,20 +287,30 @@ impl Container {
             "" | "default" => "bridge",
             m => m,
         };
-        if mode.starts_with("container:") {
-            return json!({});
+        serde_json::to_value(self.endpoints_for(mode)).unwrap_or_else(|_| json!({}))
+    }
+
+    /// The container's network endpoints by network name.
+    fn endpoints(&self) -> BTreeMap<String, EndpointSettings> {
+        let mode = match self.host_config.network_mode.as_str() {
+            "" | "default" => "bridge",
+            m => m,
+        };
+        self.endpoints_for(mode)
+    }
+
+    fn endpoints_for(&self, mode: &str) -> BTreeMap<String, EndpointSettings> {
+        let mut nets = BTreeMap::new();
+        if !mode.starts_with("container:") {
+            nets.insert(
+                mode.to_owned(),
+                EndpointSettings {
+                    network_id: mode.to_owned(),
+                    ..Default::default()
+                },
+            );
         }
-        let mut nets = serde_json::Map::new();
-        nets.insert(
-            mode.to_owned(),
-            json!({
-                "IPAMConfig": null, "Links": null, "Aliases": null, "MacAddress": "",
-                "DriverOpts": null, "GwPriority": 0, "NetworkID": mode, "EndpointID": "",
-                "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "",
-                "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0, "DNSNames": null,
-            }),
-        );
-        Value::Object(nets)
+        nets
     }
 
     /// `GET /containers/{id}/json`.
@@ -414,7 +424,7 @@ impl Container {
             status: self.status_text(now),
             host_config: SummaryHostConfig { network_mode: mode },
             network_settings: SummaryNetworks {
-                networks: self.networks_json(),
+                networks: self.endpoints(),
             },
             mounts: self.mounts_json(),
         }
@@ -455,7 +465,37 @@ pub struct SummaryHostConfig {
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SummaryNetworks {
-    pub networks: Value,
+    pub networks: BTreeMap<String, EndpointSettings>,
+}
+
+/// A container's endpoint on a network, in Docker's field order (`ps` and `inspect`).
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointSettings {
+    #[serde(rename = "IPAMConfig")]
+    pub ipam_config: Option<Value>,
+    pub links: Option<Vec<String>>,
+    pub aliases: Option<Vec<String>>,
+    pub driver_opts: Option<BTreeMap<String, String>>,
+    pub gw_priority: i64,
+    #[serde(rename = "NetworkID")]
+    pub network_id: String,
+    #[serde(rename = "EndpointID")]
+    pub endpoint_id: String,
+    pub gateway: String,
+    #[serde(rename = "IPAddress")]
+    pub ip_address: String,
+    pub mac_address: String,
+    #[serde(rename = "IPPrefixLen")]
+    pub ip_prefix_len: i64,
+    #[serde(rename = "IPv6Gateway")]
+    pub ipv6_gateway: String,
+    #[serde(rename = "GlobalIPv6Address")]
+    pub global_ipv6_address: String,
+    #[serde(rename = "GlobalIPv6PrefixLen")]
+    pub global_ipv6_prefix_len: i64,
+    #[serde(rename = "DNSNames")]
+    pub dns_names: Option<Vec<String>>,
 }
 
 /// Docker's `units.HumanDuration`: "Less than a second", "3 seconds", "About a minute",

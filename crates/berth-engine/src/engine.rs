@@ -222,6 +222,10 @@ impl Engine {
         let mut containers = self.containers.write().unwrap_or_else(|e| e.into_inner());
         let mut names = self.names.write().unwrap_or_else(|e| e.into_inner());
         for entry in entries.flatten() {
+            // `.removing-<id>`: a container whose files are being deleted.
+            if entry.file_name().to_string_lossy().starts_with('.') {
+                continue;
+            }
             let path = entry.path().join("container.json");
             if !path.exists() {
                 continue;

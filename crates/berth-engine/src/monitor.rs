@@ -67,27 +67,26 @@ pub fn spawn(monitor_bin: &Path, state_dir: &Path, config: &MonitorConfig) -> Re
     let data = serde_json::to_vec(config).map_err(|e| EngineError::internal(e.to_string()))?;
     crate::container::replace_file(&state_dir.join(protocol::CONFIG_FILE), &data)
         .map_err(|e| EngineError::io("writing the monitor's config", e))?;
-    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| EngineError::internal(format!("pipe: {e}")))?;
-    let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| EngineError::internal(format!("pipe: {e}")))?;
-    // The pipes go in as stdin and stdout: no `pre_exec`, so std starts the monitor with
-    // posix_spawn (a vfork) instead of copying berthd's address space.
-    let mut cmd = Command::new(monitor_exe(monitor_bin));
-    cmd.arg0(monitor_bin)
-        .arg(state_dir)
-        .stdin(Stdio::from(start_r))
-        .stdout(Stdio::from(ready_w))
-        .stderr(Stdio::null());
-    let child = cmd.spawn().map_err(|e| {
-        EngineError::internal(format!(
-            "starting the container monitor {}: {e}",
-            monitor_bin.display()
-        ))
-    })?;
-    // `cmd` holds our copies of the monitor's pipe ends: without them, a monitor that
-    // dies before reporting gives EOF.
-    drop(cmd);
+    let state_abs = std::path::absolute(state_dir)
+        .map_err(|e| EngineError::io(format!("resolving {}", state_dir.display()), e))?;
+    // A monitor started ahead of need takes the job; otherwise one is started for it.
+    let job = format!("{}\n", state_abs.display()).into_bytes();
+    let (child, start_w, ready_r) = match take_standby(monitor_bin) {
+        Some(s) if (&s.gate).write_all(&job).is_ok() => (s.child, s.gate, s.ready),
+        other => {
+            if let Some(dead) = other {
+                reap(dead.child);
+            }
+            start_monitor(monitor_bin, state_dir.as_os_str())?
+        }
+    };
+    // The next start gets a standby again; started off this thread, so that this start
+    // does not wait for it.
+    let bin = monitor_bin.to_owned();
+    let _ = std::thread::Builder::new()
+        .name("monitor-standby".into())
+        .spawn(move || refill_standby(&bin));
+    let ready_r = OwnedFd::from(ready_r);
     let mut ready = BufReader::new(std::fs::File::from(ready_r));
     let pid = match read_ready(&mut ready) {
         Ok(Ready::Ready { pid }) => pid,
@@ -109,10 +108,95 @@ pub fn spawn(monitor_bin: &Path, state_dir: &Path, config: &MonitorConfig) -> Re
     Ok(Pending {
         state_dir: state_dir.to_owned(),
         ready,
-        start: Some(std::fs::File::from(start_w)),
+        start: Some(start_w),
         pid,
         child: Some(child),
     })
+}
+
+/// A monitor started with [`protocol::STANDBY_ARG`], waiting for a job.
+struct Standby {
+    bin: PathBuf,
+    child: Child,
+    /// Its stdin: the job line, then the start gate.
+    gate: std::fs::File,
+    /// Its stdout: the progress pipe.
+    ready: std::fs::File,
+}
+
+static STANDBY: Mutex<Option<Standby>> = Mutex::new(None);
+
+fn take_standby(monitor_bin: &Path) -> Option<Standby> {
+    let mut slot = STANDBY.lock().unwrap_or_else(|e| e.into_inner());
+    match slot.take() {
+        Some(s) if s.bin == monitor_bin => Some(s),
+        Some(other) => {
+            *slot = Some(other);
+            None
+        }
+        None => None,
+    }
+}
+
+/// Make sure one standby monitor waits for the next start.
+fn refill_standby(monitor_bin: &Path) {
+    if STANDBY.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
+        return;
+    }
+    let Ok((child, gate, ready)) = start_monitor(monitor_bin, protocol::STANDBY_ARG.as_ref())
+    else {
+        return;
+    };
+    let fresh = Standby {
+        bin: monitor_bin.to_owned(),
+        child,
+        gate,
+        ready,
+    };
+    let mut slot = STANDBY.lock().unwrap_or_else(|e| e.into_inner());
+    if slot.is_none() {
+        *slot = Some(fresh);
+    } else {
+        // Another start filled it meanwhile: closing the gate makes this one exit.
+        drop(slot);
+        let Standby { child, gate, .. } = fresh;
+        drop(gate);
+        reap(child);
+    }
+}
+
+/// Start `berth-monitor <arg>` with its two pipes; returns the process, the write end of
+/// its stdin (gate) and the read end of its stdout (progress).
+fn start_monitor(
+    monitor_bin: &Path,
+    arg: &std::ffi::OsStr,
+) -> Result<(Child, std::fs::File, std::fs::File)> {
+    let (ready_r, ready_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| EngineError::internal(format!("pipe: {e}")))?;
+    let (start_r, start_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| EngineError::internal(format!("pipe: {e}")))?;
+    // The pipes go in as stdin and stdout: no `pre_exec`, so std starts the monitor with
+    // posix_spawn (a vfork) instead of copying berthd's address space.
+    let mut cmd = Command::new(monitor_exe(monitor_bin));
+    cmd.arg0(monitor_bin)
+        .arg(arg)
+        .stdin(Stdio::from(start_r))
+        .stdout(Stdio::from(ready_w))
+        .stderr(Stdio::null());
+    let child = cmd.spawn().map_err(|e| {
+        EngineError::internal(format!(
+            "starting the container monitor {}: {e}",
+            monitor_bin.display()
+        ))
+    })?;
+    // `cmd` holds our copies of the monitor's pipe ends: without them, a monitor that
+    // dies before reporting gives EOF.
+    drop(cmd);
+    Ok((
+        child,
+        std::fs::File::from(start_w),
+        std::fs::File::from(ready_r),
+    ))
 }
 
 /// How long a monitor may take to create a container, or to start its process.
@@ -235,13 +319,16 @@ pub fn live_monitor(state_dir: &Path) -> Option<i32> {
         .trim()
         .parse()
         .ok()?;
-    // The pid must still be a monitor for this state dir (pids are reused).
+    // The pid must still be a monitor for this state dir (pids are reused): a monitor
+    // works in its state directory (one started as a standby has no other trace of it).
     let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let dir = state_dir.as_os_str().as_encoded_bytes();
-    cmdline
+    let is_monitor = cmdline
         .split(|b| *b == 0)
-        .any(|arg| arg == dir)
-        .then_some(pid)
+        .next()
+        .is_some_and(|argv0| argv0.ends_with(b"berth-monitor"));
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let dir = std::fs::canonicalize(state_dir).ok()?;
+    (is_monitor && cwd == dir).then_some(pid)
 }
 
 /// Wait until monitor `pid` exits, and reap it if it is our child (monitors berthd started;

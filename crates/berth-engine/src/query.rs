@@ -1,7 +1,7 @@
 //! Read-mostly services: container listing with filters, stats, top, diff, export, commit,
 //! `docker cp`, prune, and the daemon's `info` / `version` / `system df`.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -85,10 +85,17 @@ impl Engine {
         let tags = self.images.tags().unwrap_or_default();
         let now = chrono::Utc::now();
         let mut out = Vec::new();
+        // Most containers share a few images: each reference is parsed once.
+        let mut shown: HashMap<(String, String), String> = HashMap::new();
         for (_, h) in all {
             let row = h.with(|c| {
                 self.list_matches(c, opts, want_status, &before, &since)
-                    .then(|| c.summary(now, &image_display_name(c, &tags)))
+                    .then(|| {
+                        let name = shown
+                            .entry((c.config.image.clone(), c.image_id.clone()))
+                            .or_insert_with(|| image_display_name(c, &tags));
+                        c.summary(now, name)
+                    })
             });
             let Some(mut row) = row else { continue };
             if opts.size {

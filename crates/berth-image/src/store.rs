@@ -122,6 +122,9 @@ pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
     }
 }
 
+/// Prefix of a container directory being deleted.
+const REMOVING: &str = ".removing-";
+
 /// Write `bytes` to `path` through a temporary file, fsync and rename, then fsync the
 /// directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -173,6 +176,15 @@ impl ImageStore {
                 .starts_with(".unpacking-")
             {
                 tracing::warn!(path = %entry.path().display(), "removing a snapshot left half-unpacked");
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        // Container directories whose removal a crash interrupted.
+        for entry in std::fs::read_dir(data_root.join("containers"))
+            .map_err(io_err("listing containers"))?
+            .flatten()
+        {
+            if entry.file_name().to_string_lossy().starts_with(REMOVING) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
@@ -622,6 +634,7 @@ impl ImageStore {
         for entry in std::fs::read_dir(self.root.join("containers"))
             .map_err(io_err("listing containers"))?
             .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with(REMOVING))
         {
             let Ok(text) = std::fs::read_to_string(entry.path().join("image")) else {
                 continue;
@@ -636,7 +649,11 @@ impl ImageStore {
         Ok(out)
     }
 
-    /// Unmount a container's root filesystem and remove its writable layer.
+    /// Unmount a container's root filesystem and remove its writable layer. The directory
+    /// is renamed out of the way at once and deleted by a background thread: the container
+    /// is gone for everyone from the rename on, and `docker run --rm` does not wait for the
+    /// deletion of its files (a crash meanwhile leaves a `.removing-` directory, which the
+    /// next [`ImageStore::open`] deletes).
     pub fn remove_container(&self, container_id: &str) -> Result<()> {
         let base = self.root.join("containers").join(container_id);
         let merged = base.join("merged");
@@ -654,8 +671,28 @@ impl ImageStore {
                 }
             }
         }
-        match std::fs::remove_dir_all(&base) {
-            Ok(()) => Ok(()),
+        let trash = self
+            .root
+            .join("containers")
+            .join(format!("{REMOVING}{container_id}"));
+        match std::fs::rename(&base, &trash) {
+            Ok(()) => {
+                let spawned = std::thread::Builder::new()
+                    .name("rm-container".into())
+                    .spawn({
+                        let trash = trash.clone();
+                        move || {
+                            if let Err(e) = std::fs::remove_dir_all(&trash) {
+                                tracing::warn!(path = %trash.display(), error = %e, "removing a container's files");
+                            }
+                        }
+                    });
+                if spawned.is_err() {
+                    std::fs::remove_dir_all(&trash)
+                        .map_err(io_err(format!("removing {}", trash.display())))?;
+                }
+                Ok(())
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(io_err(format!("removing {}", base.display()))(e)),
         }

@@ -39,9 +39,6 @@ pub fn detach(state_dir: &Path) -> io::Result<()> {
         }
         nix::unistd::setsid()?;
     }
-    // `ps` shows `berth-monitor` even when berthd ran us through a descriptor (older
-    // kernels name such a process after the descriptor's number).
-    let _ = nix::sys::prctl::set_name(c"berth-monitor");
     let mut set = SigSet::empty();
     for s in [Signal::SIGHUP, Signal::SIGINT, Signal::SIGPIPE] {
         set.add(s);

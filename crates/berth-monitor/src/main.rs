@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use berth_monitor::protocol::{
     ExitStatus, Mode, MonitorConfig, Ready, ATTACH_SOCKET, CONFIG_FILE, EXIT_FILE, PID_FILE,
+    STANDBY_ARG,
 };
 use berth_runtime::Runtime;
 use berth_types::ContainerId;
@@ -53,10 +54,13 @@ const IDLE_AFTER: Duration = Duration::from_secs(1);
 const GOODBYE_LIMIT: Duration = Duration::from_secs(2);
 
 fn main() {
+    // berthd runs us through a descriptor (`/proc/self/fd/N`), after which the kernel names
+    // the process "N": `ps` and `pgrep` should see `berth-monitor`.
+    let _ = nix::sys::prctl::set_name(c"berth-monitor");
     let mut args = std::env::args_os().skip(1);
-    let (Some(state_dir), None) = (args.next(), args.next()) else {
+    let (Some(arg), None) = (args.next(), args.next()) else {
         eprintln!(
-            "usage: berth-monitor <state-dir>  (berthd starts it; see berth_monitor::protocol)"
+            "usage: berth-monitor <state-dir> | --standby  (berthd starts it; see berth_monitor::protocol)"
         );
         std::process::exit(2);
     };
@@ -65,7 +69,7 @@ fn main() {
     // any other way this re-executes us (same arguments; stdin and stdout, berthd's pipes,
     // survive).
     let protected = berth_runtime::sys::exe_protection::ensure_protected();
-    let (mut reporter, gate) =
+    let (mut reporter, mut gate) =
         match report::Reporter::inherit().and_then(|r| Ok((r, report::start_gate()?))) {
             Ok(x) => x,
             Err(e) => {
@@ -73,8 +77,19 @@ fn main() {
                 std::process::exit(2);
             }
         };
+    let state_dir = if arg == STANDBY_ARG {
+        // Started ahead of need: the state directory comes as the first line on the gate.
+        match report::read_job(&mut gate) {
+            Ok(Some(dir)) => dir,
+            // berthd went away or discarded us.
+            Ok(None) => std::process::exit(0),
+            Err(e) => std::process::exit(fail(&mut reporter, format!("reading the job: {e}"))),
+        }
+    } else {
+        PathBuf::from(arg)
+    };
     let code = match protected {
-        Ok(()) => run(Path::new(&state_dir), &mut reporter, gate),
+        Ok(()) => run(&state_dir, &mut reporter, gate),
         Err(e) => fail(
             &mut reporter,
             format!("cannot protect the monitor's binary against CVE-2019-5736: {e}"),

@@ -44,6 +44,37 @@ impl Reporter {
     }
 }
 
+/// A standby monitor's job: the state directory, one line on the gate. `None` at EOF.
+/// berthd writes nothing more until the monitor reports, so reading past the newline
+/// cannot take the start byte.
+pub fn read_job(gate: &mut File) -> io::Result<Option<std::path::PathBuf>> {
+    use std::io::Read;
+    use std::os::unix::ffi::OsStringExt;
+    let mut line = Vec::new();
+    let mut buf = [0u8; 512];
+    loop {
+        let n = match gate.read(&mut buf) {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if n == 0 {
+            return Ok(None);
+        }
+        line.extend_from_slice(&buf[..n]);
+        if let Some(end) = line.iter().position(|b| *b == b'\n') {
+            if end + 1 != line.len() {
+                return Err(io::Error::other("data after the job line"));
+            }
+            line.truncate(end);
+            return Ok(Some(std::ffi::OsString::from_vec(line).into()));
+        }
+        if line.len() > 4096 {
+            return Err(io::Error::other("job line too long"));
+        }
+    }
+}
+
 /// The start gate.
 pub fn start_gate() -> io::Result<File> {
     inherit(START_FD).map(File::from)

@@ -90,6 +90,30 @@ fn stdout_and_stderr_reach_clients_and_the_json_log() {
 }
 
 #[test]
+fn a_standby_monitor_takes_its_state_directory_from_the_gate() {
+    let bundle = Bundle::new(&["sh", "-c", "echo standby; exit 4"]);
+    let mut m = Monitor::spawn_standby(&bundle.run_config());
+    m.expect_ready();
+    let client = m.attach(false, true, true);
+    m.start();
+    let got = client.collect();
+    assert_eq!(got.exit, Some(4));
+    assert_eq!(String::from_utf8_lossy(&got.stdout), "standby\n");
+    assert_eq!(m.wait(), 0);
+    assert_eq!(m.exit_status().exit_code, 4);
+    bundle.assert_no_leftovers();
+}
+
+#[test]
+fn a_standby_monitor_exits_quietly_when_berthd_goes_away() {
+    let bundle = Bundle::new(&["true"]);
+    let mut m = Monitor::spawn_standby_without_job(&bundle.run_config());
+    m.drop_daemon_pipes();
+    assert_eq!(m.wait(), 0);
+    assert!(m.state_files() == ["monitor.json"], "{:?}", m.state_files());
+}
+
+#[test]
 fn exit_code_is_recorded_and_sent() {
     let bundle = Bundle::new(&["sh", "-c", "exit 3"]);
     let mut m = Monitor::spawn(&bundle.run_config());

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use berth_monitor::protocol::{
     frame, AttachRequest, ExitStatus, LogConfig, Mode, MonitorConfig, Ready, ATTACH_SOCKET,
-    DIAGNOSTICS_FILE, EXIT_FILE,
+    DIAGNOSTICS_FILE, EXIT_FILE, PID_FILE,
 };
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -333,6 +333,21 @@ pub struct Monitor {
 impl Monitor {
     /// Write `cfg` into a new state directory and start the monitor on it.
     pub fn spawn(cfg: &MonitorConfig) -> Monitor {
+        Monitor::launch(cfg, false, false)
+    }
+
+    /// The same through a standby monitor: started with `--standby`, then given the state
+    /// directory as a line on its gate, as berthd does.
+    pub fn spawn_standby(cfg: &MonitorConfig) -> Monitor {
+        Monitor::launch(cfg, true, true)
+    }
+
+    /// A standby monitor that is never given a job.
+    pub fn spawn_standby_without_job(cfg: &MonitorConfig) -> Monitor {
+        Monitor::launch(cfg, true, false)
+    }
+
+    fn launch(cfg: &MonitorConfig, standby: bool, job: bool) -> Monitor {
         require_root();
         // Should a monitor die, its container's init is reparented to us (a subreaper), so
         // we can reap it and no zombie stays behind.
@@ -350,8 +365,13 @@ impl Monitor {
         let (start_r, start_w) = nix::unistd::pipe2(flags).unwrap();
         // As berthd does: the start gate is stdin, the progress pipe stdout. Run from its
         // plain path, the monitor re-executes itself through a read-only view.
+        let arg = if standby {
+            std::ffi::OsString::from(berth_monitor::protocol::STANDBY_ARG)
+        } else {
+            state_dir.path().as_os_str().to_owned()
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_berth-monitor"))
-            .arg(state_dir.path())
+            .arg(arg)
             .stdin(Stdio::from(start_r))
             .stdout(Stdio::from(ready_w))
             .stderr(Stdio::null())
@@ -360,12 +380,19 @@ impl Monitor {
         // The monitor is our child; `wait` and `Drop` reap it with waitpid.
         let pid = child.id() as i32;
         std::mem::forget(child);
+        let mut start = File::from(start_w);
+        if standby && job {
+            // Before the job the standby has not looked at any state directory.
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(!state_dir.path().join(PID_FILE).exists());
+            writeln!(start, "{}", state_dir.path().display()).unwrap();
+        }
         Monitor {
             pid,
             state_dir,
             ready: Some(File::from(ready_r)),
             ready_buf: Vec::new(),
-            start: Some(File::from(start_w)),
+            start: Some(start),
             reaped: None,
         }
     }
