@@ -975,7 +975,42 @@ impl Engine {
                     tracing::warn!(container = %id, error = %e, "auto-removing the container");
                 }
             });
+        } else {
+            self.release_rootfs_later(h.clone(), Duration::ZERO);
         }
+    }
+
+    /// Unmount the root filesystem of a container that is not running, as Docker does
+    /// after create and after a stop: a thousand created or stopped containers must not
+    /// hold a thousand overlay mounts. After create it waits `delay` first, so that
+    /// `docker run`'s start, which follows at once, finds the rootfs still mounted. Start,
+    /// `cp` and export mount it again when they need it.
+    pub fn release_rootfs_later(self: &Arc<Self>, h: Arc<Handle>, delay: Duration) {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let _op = h.op.lock().await;
+            let c = h.get();
+            if *h.removed.borrow()
+                || !matches!(
+                    c.state.status,
+                    Status::Created | Status::Exited | Status::Dead
+                )
+            {
+                return;
+            }
+            let merged = engine.containers_dir().join(&c.id).join("merged");
+            let _ = tokio::task::spawn_blocking(move || {
+                if is_mounted(&merged) {
+                    if let Err(e) = berth_image::overlay::unmount(&merged) {
+                        tracing::warn!(container = %c.id, error = %e, "unmounting the root filesystem");
+                    }
+                }
+            })
+            .await;
+        });
     }
 
     /// On daemon start: re-attach to running containers, record the exits that happened

@@ -855,3 +855,38 @@ fn volume_driver_options() {
         assert!(text(&o.stderr).contains(want), "{a:?}: {}", text(&o.stderr));
     }
 }
+
+/// As with Docker, a container's root filesystem is mounted only while it is needed:
+/// shortly after create, and after a stop, it is unmounted; start and `cp` mount it again.
+#[test]
+fn rootfs_is_mounted_only_while_needed() {
+    let d = Daemon::start();
+    let id = d.docker(&["create", "--name", "idle", "busybox", "sleep", "1000"]);
+    let merged = d
+        .data_root
+        .join("containers")
+        .join(id.trim())
+        .join("merged");
+    let mounted = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .contains(&format!(" {} ", merged.display()))
+    };
+    assert!(eventually(Duration::from_secs(15), || !mounted()));
+    // cp into the created container still works, and start sees the file.
+    let src = tempfile::tempdir_in("/var/tmp").unwrap();
+    std::fs::write(src.path().join("hello"), "copied\n").unwrap();
+    d.docker(&[
+        "cp",
+        src.path().join("hello").to_str().unwrap(),
+        "idle:/hello",
+    ]);
+    d.docker(&["start", "idle"]);
+    assert!(mounted());
+    assert_eq!(d.docker(&["exec", "idle", "cat", "/hello"]), "copied\n");
+    d.docker(&["stop", "-t", "0", "idle"]);
+    assert!(eventually(Duration::from_secs(10), || !mounted()));
+    // The writable layer survives: diff still shows the copied file.
+    assert!(d.docker(&["diff", "idle"]).contains("A /hello"));
+    d.docker(&["rm", "idle"]);
+}
