@@ -125,6 +125,37 @@ pub fn chain_id(parent: Option<&Digest>, diff_id: &Digest) -> Digest {
 /// Prefix of a container directory being deleted.
 const REMOVING: &str = ".removing-";
 
+/// Hand `dir` to the one thread that deletes removed containers' files (started on first
+/// use), or delete it here if that thread cannot be started.
+fn delete_in_background(dir: PathBuf) {
+    use std::sync::mpsc::{channel, Sender};
+    use std::sync::{Mutex, OnceLock};
+    static QUEUE: OnceLock<Option<Mutex<Sender<PathBuf>>>> = OnceLock::new();
+    let queue = QUEUE.get_or_init(|| {
+        let (tx, rx) = channel::<PathBuf>();
+        std::thread::Builder::new()
+            .name("rm-containers".into())
+            .spawn(move || {
+                for dir in rx {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(path = %dir.display(), error = %e, "removing a container's files");
+                    }
+                }
+            })
+            .ok()
+            .map(|_| Mutex::new(tx))
+    });
+    let sent = queue.as_ref().map(|q| {
+        q.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .send(dir.clone())
+            .is_ok()
+    });
+    if sent != Some(true) {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
 /// Write `bytes` to `path` through a temporary file, fsync and rename, then fsync the
 /// directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -677,20 +708,7 @@ impl ImageStore {
             .join(format!("{REMOVING}{container_id}"));
         match std::fs::rename(&base, &trash) {
             Ok(()) => {
-                let spawned = std::thread::Builder::new()
-                    .name("rm-container".into())
-                    .spawn({
-                        let trash = trash.clone();
-                        move || {
-                            if let Err(e) = std::fs::remove_dir_all(&trash) {
-                                tracing::warn!(path = %trash.display(), error = %e, "removing a container's files");
-                            }
-                        }
-                    });
-                if spawned.is_err() {
-                    std::fs::remove_dir_all(&trash)
-                        .map_err(io_err(format!("removing {}", trash.display())))?;
-                }
+                delete_in_background(trash);
                 Ok(())
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
