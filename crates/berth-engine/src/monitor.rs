@@ -86,8 +86,7 @@ pub fn spawn(monitor_bin: &Path, state_dir: &Path, config: &MonitorConfig) -> Re
     let _ = std::thread::Builder::new()
         .name("monitor-standby".into())
         .spawn(move || refill_standby(&bin));
-    let ready_r = OwnedFd::from(ready_r);
-    let mut ready = BufReader::new(std::fs::File::from(ready_r));
+    let mut ready = BufReader::new(ready_r);
     let pid = match read_ready(&mut ready) {
         Ok(Ready::Ready { pid }) => pid,
         Ok(Ready::Failed { message }) => {

@@ -60,11 +60,19 @@ fn run(rt: &OciRuntime, mut cmd: Command, what: &str) -> Result<(), String> {
     if status.success() {
         return Ok(());
     }
-    Err(format!(
-        "{} {what} failed ({status}): {}",
-        rt.name,
-        last_error().unwrap_or_else(|| "see runtime.log in the state directory".into())
-    ))
+    Err(failure(rt, what, status))
+}
+
+/// "runc create failed (exit status: 1): <the runtime's last logged error>".
+fn failure(rt: &OciRuntime, what: &str, status: std::process::ExitStatus) -> String {
+    let prefix = format!("{} {what} failed", rt.name);
+    let why = last_error().unwrap_or_else(|| "see runtime.log in the state directory".into());
+    // runc logs "runc create failed: <why>" itself.
+    let why = why
+        .strip_prefix(&format!("{prefix}: "))
+        .map(str::to_owned)
+        .unwrap_or(why);
+    format!("{prefix} ({status}): {why}")
 }
 
 /// The last error the runtime logged.
@@ -167,11 +175,7 @@ fn receive_terminal(
         .wait()
         .map_err(|e| format!("waiting for {} create: {e}", rt.name))?;
     if !status.success() {
-        return Err(format!(
-            "{} create failed ({status}): {}",
-            rt.name,
-            last_error().unwrap_or_else(|| "see runtime.log in the state directory".into())
-        ));
+        return Err(failure(rt, "create", status));
     }
     master.ok_or_else(|| format!("{} create sent no terminal", rt.name))
 }

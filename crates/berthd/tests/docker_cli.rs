@@ -627,6 +627,15 @@ fn external_oci_runtimes() {
         ]);
         assert_eq!(code(&o), 3, "{rt}: {}", text(&o.stderr));
         assert_eq!(text(&o.stdout), "hi\n", "{rt}");
+        // The runtime's own words reach the client.
+        let o = d.docker_output(&["run", "--rm", "--runtime", rt, "busybox", "no-such-cmd"]);
+        assert_ne!(code(&o), 0);
+        assert!(
+            text(&o.stderr).contains(&format!("{rt} create failed"))
+                && text(&o.stderr).contains("no-such-cmd"),
+            "{rt}: {}",
+            text(&o.stderr)
+        );
         let name = format!("ext-{rt}");
         d.docker(&[
             "run",
