@@ -98,6 +98,47 @@ pub fn create(
     // Init's parent, the runtime's `create`, exits: init must become our child.
     nix::sys::prctl::set_child_subreaper(true)
         .map_err(|e| format!("container {id}: becoming a subreaper: {e}"))?;
+    let cgroups_path = spec.linux().as_ref().and_then(|l| l.cgroups_path().clone());
+    let result = create_adopted(rt, runtime, id, bundle, spec, stdio);
+    if result.is_err() {
+        clean_failed_create(rt, id, cgroups_path.as_deref());
+    }
+    result
+}
+
+/// Remove what a failed `create` may have left: the runtime's state, and the cgroup (crun
+/// 1.8 leaves it behind when a resource write fails).
+fn clean_failed_create(rt: &OciRuntime, id: &ContainerId, cgroups_path: Option<&Path>) {
+    let mut cmd = command(rt);
+    cmd.arg("delete")
+        .arg("--force")
+        .arg(id.as_str())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _ = cmd.status();
+    if let Some(path) = cgroups_path {
+        let root = Path::new(berth_runtime::cgroups::DEFAULT_MOUNT_ROOT);
+        let removed = berth_runtime::cgroups::detect_mode(root)
+            .and_then(|mode| berth_runtime::cgroups::new_manager(mode, root, path))
+            .and_then(|cg| cg.destroy());
+        if let Err(e) = removed {
+            crate::daemon::diag(&format!(
+                "container {id}: removing the cgroup {} after a failed create: {e}",
+                path.display()
+            ));
+        }
+    }
+}
+
+fn create_adopted(
+    rt: &OciRuntime,
+    runtime: &Runtime,
+    id: &ContainerId,
+    bundle: &Path,
+    spec: Spec,
+    stdio: Option<berth_runtime::Stdio>,
+) -> Result<Created, String> {
     let _ = std::fs::remove_file(PID_FILE);
     let mut cmd = command(rt);
     cmd.arg("create")
@@ -137,7 +178,6 @@ pub fn create(
         .ok_or_else(|| format!("container {id}: {} create wrote no pid file", rt.name))?;
     let _ = std::fs::remove_file(PID_FILE);
     if let Err(e) = runtime.adopt(id, pid, bundle, spec) {
-        delete(rt, runtime, id);
         return Err(format!(
             "container {id}: recording the container {} created: {e}",
             rt.name
