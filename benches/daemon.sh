@@ -92,7 +92,10 @@ done
 mem_avail() { awk '/MemAvailable/ {print $2}' /proc/meminfo; }
 rss_of() { # total VmRSS (KiB) and count of processes named $1
     local total=0 n=0
+    # berthd's one standby monitor serves no container yet: left out (a monitor that took
+    # its job leads its own session).
     for p in $(pgrep -x "${1:0:15}"); do
+        [ "$1" = berth-monitor ] && [ "$(ps -o sid= -p "$p" | tr -d ' ')" != "$p" ] && continue
         total=$((total + $(awk '/VmRSS/ {print $2}' /proc/$p/status 2>/dev/null || echo 0))); n=$((n + 1))
     done
     echo "$total $n"

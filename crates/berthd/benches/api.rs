@@ -149,13 +149,24 @@ fn mem_available_kib() -> u64 {
 }
 
 /// Sum of a field of /proc/<pid>/status (or smaps_rollup) over live processes named
-/// `comm`, and how many there are.
+/// `comm` (berthd's standby monitor left out), and how many there are.
 fn proc_kib(comm: &str, file: &str, field: &str) -> (usize, u64) {
     let mut n = 0;
     let mut total = 0;
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
         let p = e.path();
         if !std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == comm) {
+            continue;
+        }
+        // berthd's one standby monitor serves no container yet; a monitor that took its
+        // job leads its own session.
+        let pid = e.file_name().to_string_lossy().into_owned();
+        let leads_session = std::fs::read_to_string(p.join("stat")).is_ok_and(|st| {
+            st.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(3).map(|s| s == pid))
+                .unwrap_or(false)
+        });
+        if !leads_session {
             continue;
         }
         // Zombies (exited, not yet reaped by their parent) have no memory: not counted.

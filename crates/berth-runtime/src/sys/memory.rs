@@ -14,24 +14,13 @@ use std::io;
 /// process and return free heap to the kernel. Returns the kB of mappings released.
 pub fn release_idle_pages() -> io::Result<u64> {
     let smaps = std::fs::read_to_string("/proc/self/smaps")?;
-    let mut released = 0;
+    // Every range is found first, and all are released in one tight loop at the end:
+    // code that runs after a release is mapped back in, so the parsing must not.
+    let mut ranges: Vec<(usize, usize)> = Vec::new();
     let mut candidate: Option<(usize, usize)> = None;
-    let mut flush = |c: Option<(usize, usize)>| {
-        if let Some((start, end)) = c {
-            // SAFETY: [start, end) is a whole mapping of this process, read-only and
-            // file-backed, with no private (anonymous) pages: discarding its page-table
-            // entries loses nothing, as every page reads back identically from the file.
-            let r = unsafe {
-                libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED)
-            };
-            if r == 0 {
-                released += ((end - start) / 1024) as u64;
-            }
-        }
-    };
     for line in smaps.lines() {
         if let Some(range) = mapping_header(line) {
-            flush(candidate.take());
+            ranges.extend(candidate.take());
             candidate = range;
         } else if let Some(kb) = line.strip_prefix("Anonymous:") {
             if kb.trim().trim_end_matches("kB").trim() != "0" {
@@ -39,7 +28,19 @@ pub fn release_idle_pages() -> io::Result<u64> {
             }
         }
     }
-    flush(candidate);
+    ranges.extend(candidate);
+    drop(smaps);
+    let mut released = 0;
+    for (start, end) in ranges {
+        // SAFETY: [start, end) is a whole mapping of this process, read-only and
+        // file-backed, with no private (anonymous) pages: discarding its page-table
+        // entries loses nothing, as every page reads back identically from the file.
+        let r =
+            unsafe { libc::madvise(start as *mut libc::c_void, end - start, libc::MADV_DONTNEED) };
+        if r == 0 {
+            released += ((end - start) / 1024) as u64;
+        }
+    }
     // SAFETY: malloc_trim only releases free memory of glibc's allocator.
     unsafe { libc::malloc_trim(0) };
     Ok(released)
