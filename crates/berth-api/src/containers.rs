@@ -178,9 +178,6 @@ async fn create(engine: &Arc<Engine>, req: Request<Incoming>, q: &Query) -> HRes
             .map_err(|e| berth_engine::EngineError::internal(e.to_string()))
             .and_then(|r| r),
     )?;
-    if let Ok(h) = engine.container(&id) {
-        engine.release_rootfs_later(h, std::time::Duration::from_secs(2));
-    }
     Ok(json(
         StatusCode::CREATED,
         &json!({"Id": id, "Warnings": warnings}),

@@ -133,21 +133,7 @@ pub fn record_path(containers_dir: &Path, id: &str) -> PathBuf {
 
 /// Replace `path` with `data` atomically: temp file, fsync, rename, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
-    ));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(data)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    replace(path, data, true)
 }
 
 /// Replace `path` with `data` atomically (a `kill -9` of berthd leaves the old or the new
@@ -156,13 +142,29 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// (running, exited: after a reboot no container runs). Each fsync costs ~0.5–1 ms on a
 /// disk, and a start used to make a dozen of them.
 pub fn replace_file(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    replace(path, data, false)
+}
+
+fn replace(path: &Path, data: &[u8], durable: bool) -> std::io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp",
         path.file_name().and_then(|n| n.to_str()).unwrap_or("state")
     ));
-    std::fs::write(&tmp, data)?;
-    std::fs::rename(&tmp, path)
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(data)?;
+        if durable {
+            f.sync_all()?;
+        }
+    }
+    std::fs::rename(&tmp, path)?;
+    if durable {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(())
 }
 
 impl Container {
@@ -282,24 +284,21 @@ impl Container {
         hc
     }
 
-    fn networks_json(&self) -> Value {
-        let mode = match self.host_config.network_mode.as_str() {
+    /// The network mode as Docker reports it (`bridge` for an empty or `default` one).
+    pub fn network_mode(&self) -> &str {
+        match self.host_config.network_mode.as_str() {
             "" | "default" => "bridge",
             m => m,
-        };
-        serde_json::to_value(self.endpoints_for(mode)).unwrap_or_else(|_| json!({}))
+        }
+    }
+
+    fn networks_json(&self) -> Value {
+        serde_json::to_value(self.endpoints()).unwrap_or_else(|_| json!({}))
     }
 
     /// The container's network endpoints by network name.
     fn endpoints(&self) -> BTreeMap<String, EndpointSettings> {
-        let mode = match self.host_config.network_mode.as_str() {
-            "" | "default" => "bridge",
-            m => m,
-        };
-        self.endpoints_for(mode)
-    }
-
-    fn endpoints_for(&self, mode: &str) -> BTreeMap<String, EndpointSettings> {
+        let mode = self.network_mode();
         let mut nets = BTreeMap::new();
         if !mode.starts_with("container:") {
             nets.insert(
@@ -405,10 +404,6 @@ impl Container {
         let created = chrono::DateTime::parse_from_rfc3339(&self.created)
             .map(|t| t.timestamp())
             .unwrap_or(0);
-        let mode = match self.host_config.network_mode.as_str() {
-            "" | "default" => "bridge".to_string(),
-            m => m.to_string(),
-        };
         Summary {
             id: self.id.clone(),
             names: vec![format!("/{}", self.name)],
@@ -422,7 +417,9 @@ impl Container {
             labels: self.config.labels.clone().unwrap_or_default(),
             state: self.state.status.as_str(),
             status: self.status_text(now),
-            host_config: SummaryHostConfig { network_mode: mode },
+            host_config: SummaryHostConfig {
+                network_mode: self.network_mode().to_owned(),
+            },
             network_settings: SummaryNetworks {
                 networks: self.endpoints(),
             },

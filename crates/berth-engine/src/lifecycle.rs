@@ -341,8 +341,10 @@ impl Engine {
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&name);
+            // Removes the whole container directory (the record included).
             let _ = self.images.remove_container(&id);
-            let _ = std::fs::remove_dir_all(self.containers_dir().join(&id));
+        } else if let Ok(h) = self.container(&id) {
+            self.release_rootfs_later(h, Duration::from_secs(2));
         }
         result.map(|()| (id, warnings))
     }
@@ -836,11 +838,6 @@ impl Engine {
             started_us = (t0.elapsed() - t_ready).as_micros() as u64,
             "launched"
         );
-        let monitor_pid = if monitor_pid == 0 {
-            crate::monitor::live_monitor(&state_dir).unwrap_or(0)
-        } else {
-            monitor_pid
-        };
         Ok((pid, monitor_pid))
     }
 
@@ -985,7 +982,7 @@ impl Engine {
     /// hold a thousand overlay mounts. After create it waits `delay` first, so that
     /// `docker run`'s start, which follows at once, finds the rootfs still mounted. Start,
     /// `cp` and export mount it again when they need it.
-    pub fn release_rootfs_later(self: &Arc<Self>, h: Arc<Handle>, delay: Duration) {
+    fn release_rootfs_later(self: &Arc<Self>, h: Arc<Handle>, delay: Duration) {
         let engine = self.clone();
         tokio::spawn(async move {
             if !delay.is_zero() {
@@ -1002,16 +999,9 @@ impl Engine {
                 return;
             }
             let merged = engine.containers_dir().join(&c.id).join("merged");
-            // No mount-table lookup first (with a thousand containers that is the cost):
-            // EINVAL just means it was not mounted.
             let _ = tokio::task::spawn_blocking(move || {
-                match berth_image::overlay::unmount(&merged) {
-                    Ok(()) => {}
-                    Err(berth_image::overlay::OverlayError::Unmount { source, .. })
-                        if source.raw_os_error() == Some(libc::EINVAL) => {}
-                    Err(e) => {
-                        tracing::warn!(container = %c.id, error = %e, "unmounting the root filesystem")
-                    }
+                if let Err(e) = berth_image::overlay::unmount_if_mounted(&merged) {
+                    tracing::warn!(container = %c.id, error = %e, "unmounting the root filesystem");
                 }
             })
             .await;
@@ -1308,7 +1298,7 @@ impl Engine {
             .map_err(|e| {
                 EngineError::internal(format!("removing the root filesystem of {}: {e}", c.name))
             })?;
-        let _ = std::fs::remove_dir_all(self.containers_dir().join(&c.id));
+        // (That removed the whole container directory, its record included.)
         let _ = std::fs::remove_dir_all(self.state_dir(&c.id));
         if let Ok(rc) = self.runtime_container(&c.id) {
             let _ = rc.delete(true);
@@ -1794,6 +1784,8 @@ fn for_external_runtime(spec: &mut oci_spec::runtime::Spec) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn external_runtimes_get_a_spec_they_accept() {
         use oci_spec::runtime::{
@@ -1816,7 +1808,7 @@ mod tests {
                 .build()
                 .unwrap(),
         ));
-        super::for_external_runtime(&mut spec);
+        for_external_runtime(&mut spec);
         assert_eq!(spec.version(), "1.0.2-dev");
         let linux = spec.linux().as_ref().unwrap();
         let ns = linux.namespaces().as_ref().unwrap();
@@ -1824,8 +1816,6 @@ mod tests {
         assert!(ns.iter().all(|n| n.typ() != LinuxNamespaceType::Time));
         assert!(linux.resources().as_ref().unwrap().pids().is_none());
     }
-
-    use super::*;
 
     fn _strslice(v: &[&str]) -> crate::types::StrSlice {
         crate::types::StrSlice(v.iter().map(|s| s.to_string()).collect())

@@ -79,9 +79,21 @@ impl Engine {
                 None => Ok(None),
             }
         };
-        let before = created_of("before")?;
-        let since = created_of("since")?;
-        let want_status = f.contains_key("status") || f.contains_key("exited");
+        let sel = Selection {
+            before: created_of("before")?,
+            since: created_of("since")?,
+            want_status: f.contains_key("status") || f.contains_key("exited"),
+            // Each `ancestor` value resolved once, not once per container.
+            ancestors: f
+                .get("ancestor")
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    let id = self.resolve_image(v).ok().map(|r| r.id.to_string());
+                    (v.clone(), id)
+                })
+                .collect(),
+        };
         let tags = self.images.tags().unwrap_or_default();
         let now = chrono::Utc::now();
         let mut out = Vec::new();
@@ -89,13 +101,12 @@ impl Engine {
         let mut shown: HashMap<(String, String), String> = HashMap::new();
         for (_, h) in all {
             let row = h.with(|c| {
-                self.list_matches(c, opts, want_status, &before, &since)
-                    .then(|| {
-                        let name = shown
-                            .entry((c.config.image.clone(), c.image_id.clone()))
-                            .or_insert_with(|| image_display_name(c, &tags));
-                        c.summary(now, name)
-                    })
+                list_matches(c, opts, &sel).then(|| {
+                    let name = shown
+                        .entry((c.config.image.clone(), c.image_id.clone()))
+                        .or_insert_with(|| image_display_name(c, &tags));
+                    c.summary(now, name)
+                })
             });
             let Some(mut row) = row else { continue };
             if opts.size {
@@ -109,81 +120,6 @@ impl Engine {
             }
         }
         Ok(out)
-    }
-
-    /// Whether `c` passes `ps`'s selection and filters.
-    fn list_matches(
-        &self,
-        c: &Container,
-        opts: &ListOptions,
-        want_status: bool,
-        before: &Option<String>,
-        since: &Option<String>,
-    ) -> bool {
-        let f = &opts.filters;
-        // Stopped containers are listed with -a, a status filter, or a limit (-n/-l).
-        if !opts.all && !want_status && !c.is_running() && opts.limit.is_none() {
-            return false;
-        }
-        if before.as_ref().is_some_and(|b| c.created >= *b) {
-            return false;
-        }
-        if since.as_ref().is_some_and(|s| c.created <= *s) {
-            return false;
-        }
-        f.iter().all(|(k, vals)| {
-            vals.iter().any(|v| match k.as_str() {
-                "id" => c.id.starts_with(v.as_str()),
-                "name" => {
-                    let pat = v.trim_start_matches('/');
-                    c.name.contains(pat)
-                }
-                "status" => c.state.status.as_str() == v,
-                "exited" => {
-                    c.state.status == Status::Exited
-                        && v.parse::<i32>().ok() == Some(c.state.exit_code)
-                }
-                "label" => label_matches(c.config.labels.as_ref().unwrap_or(&BTreeMap::new()), v),
-                "ancestor" => {
-                    c.config.image == *v
-                        || c.image_id == *v
-                        || c.image_id
-                            .trim_start_matches("sha256:")
-                            .starts_with(v.trim_start_matches("sha256:"))
-                        || self
-                            .resolve_image(v)
-                            .is_ok_and(|r| r.id.to_string() == c.image_id)
-                }
-                "volume" => c
-                    .mounts
-                    .iter()
-                    .any(|m| m.name == *v || m.destination == *v || m.source == *v),
-                "health" => {
-                    let h = c
-                        .state
-                        .health
-                        .as_ref()
-                        .map(|h| h.status.as_str())
-                        .unwrap_or("none");
-                    h == v
-                }
-                "network" => {
-                    let m = match c.host_config.network_mode.as_str() {
-                        "" | "default" => "bridge",
-                        m => m,
-                    };
-                    m == v
-                }
-                "expose" | "publish" => c
-                    .config
-                    .exposed_ports
-                    .as_ref()
-                    .is_some_and(|p| p.contains_key(v) || p.contains_key(&format!("{v}/tcp"))),
-                "is-task" => v == "false",
-                _ => true,
-            }) || k == "before"
-                || k == "since"
-        })
     }
 
     /// Bytes in the container's writable layer.
@@ -625,6 +561,77 @@ impl Engine {
             })
             .collect()
     }
+}
+
+/// What `ps` selects beyond the filters' plain values (resolved once per listing).
+struct Selection {
+    want_status: bool,
+    before: Option<String>,
+    since: Option<String>,
+    /// Each `ancestor` filter value and the image ID it resolves to.
+    ancestors: Vec<(String, Option<String>)>,
+}
+
+/// Whether `c` passes `ps`'s selection and filters.
+fn list_matches(c: &Container, opts: &ListOptions, sel: &Selection) -> bool {
+    let f = &opts.filters;
+    // Stopped containers are listed with -a, a status filter, or a limit (-n/-l).
+    if !opts.all && !sel.want_status && !c.is_running() && opts.limit.is_none() {
+        return false;
+    }
+    if sel.before.as_ref().is_some_and(|b| c.created >= *b) {
+        return false;
+    }
+    if sel.since.as_ref().is_some_and(|s| c.created <= *s) {
+        return false;
+    }
+    f.iter().all(|(k, vals)| {
+        vals.iter().any(|v| match k.as_str() {
+            "id" => c.id.starts_with(v.as_str()),
+            "name" => {
+                let pat = v.trim_start_matches('/');
+                c.name.contains(pat)
+            }
+            "status" => c.state.status.as_str() == v,
+            "exited" => {
+                c.state.status == Status::Exited && v.parse::<i32>().ok() == Some(c.state.exit_code)
+            }
+            "label" => label_matches(c.config.labels.as_ref().unwrap_or(&BTreeMap::new()), v),
+            "ancestor" => {
+                c.config.image == *v
+                    || c.image_id == *v
+                    || c.image_id
+                        .trim_start_matches("sha256:")
+                        .starts_with(v.trim_start_matches("sha256:"))
+                    || sel
+                        .ancestors
+                        .iter()
+                        .any(|(a, id)| a == v && id.as_deref() == Some(c.image_id.as_str()))
+            }
+            "volume" => c
+                .mounts
+                .iter()
+                .any(|m| m.name == *v || m.destination == *v || m.source == *v),
+            "health" => {
+                let h = c
+                    .state
+                    .health
+                    .as_ref()
+                    .map(|h| h.status.as_str())
+                    .unwrap_or("none");
+                h == v
+            }
+            "network" => c.network_mode() == v,
+            "expose" | "publish" => c
+                .config
+                .exposed_ports
+                .as_ref()
+                .is_some_and(|p| p.contains_key(v) || p.contains_key(&format!("{v}/tcp"))),
+            "is-task" => v == "false",
+            _ => true,
+        }) || k == "before"
+            || k == "since"
+    })
 }
 
 /// What `docker ps` shows in IMAGE: the name the user gave, or the short ID when that

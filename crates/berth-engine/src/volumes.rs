@@ -84,29 +84,24 @@ fn check_options(opts: &BTreeMap<String, String>) -> Result<()> {
 }
 
 /// `mount(2)`'s arguments for a volume's options: source, type, flags and the remaining
-/// comma-separated data (Docker's split of `o`).
+/// comma-separated data (`o` split as Docker splits it, by berth-runtime's option parser).
 fn mount_args(opts: &BTreeMap<String, String>) -> (String, String, nix::mount::MsFlags, String) {
     use nix::mount::MsFlags;
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for o in opts
+    let words: Vec<String> = opts
         .get("o")
         .map(String::as_str)
         .unwrap_or("")
         .split(',')
         .filter(|s| !s.is_empty())
-    {
-        match o {
-            "bind" => flags |= MsFlags::MS_BIND,
-            "rbind" => flags |= MsFlags::MS_BIND | MsFlags::MS_REC,
-            "ro" => flags |= MsFlags::MS_RDONLY,
-            "rw" => {}
-            "nosuid" => flags |= MsFlags::MS_NOSUID,
-            "nodev" => flags |= MsFlags::MS_NODEV,
-            "noexec" => flags |= MsFlags::MS_NOEXEC,
-            "noatime" => flags |= MsFlags::MS_NOATIME,
-            other => data.push(other),
-        }
+        .map(str::to_owned)
+        .collect();
+    let parsed = berth_runtime::parse_mount_options(&words);
+    let mut flags = parsed.flags;
+    if parsed.bind {
+        flags |= MsFlags::MS_BIND;
+    }
+    if parsed.recursive {
+        flags |= MsFlags::MS_REC;
     }
     let typ = opts.get("type").cloned().unwrap_or_default();
     let fstype = if typ == "none" { String::new() } else { typ };
@@ -114,7 +109,7 @@ fn mount_args(opts: &BTreeMap<String, String>) -> (String, String, nix::mount::M
         opts.get("device").cloned().unwrap_or_default(),
         fstype,
         flags,
-        data.join(","),
+        parsed.data.join(","),
     )
 }
 

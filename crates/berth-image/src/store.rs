@@ -689,18 +689,10 @@ impl ImageStore {
         let base = self.root.join("containers").join(container_id);
         let merged = base.join("merged");
         if merged.is_dir() {
-            match crate::overlay::unmount(&merged) {
-                Ok(()) => {}
-                // Not mounted (already unmounted, or never mounted).
-                Err(crate::overlay::OverlayError::Unmount { source, .. })
-                    if source.raw_os_error() == Some(libc::EINVAL) => {}
-                Err(e) => {
-                    return Err(StoreError::Invalid {
-                        context: format!("container {container_id}"),
-                        message: e.to_string(),
-                    })
-                }
-            }
+            crate::overlay::unmount_if_mounted(&merged).map_err(|e| StoreError::Invalid {
+                context: format!("container {container_id}"),
+                message: e.to_string(),
+            })?;
         }
         let trash = self
             .root

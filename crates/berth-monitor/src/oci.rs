@@ -109,24 +109,30 @@ pub fn create(
 /// Remove what a failed `create` may have left: the runtime's state, and the cgroup (crun
 /// 1.8 leaves it behind when a resource write fails).
 fn clean_failed_create(rt: &OciRuntime, id: &ContainerId, cgroups_path: Option<&Path>) {
-    let mut cmd = command(rt);
-    cmd.arg("delete")
-        .arg("--force")
-        .arg(id.as_str())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    let _ = cmd.status();
+    let _ = runtime_delete(rt, id);
     if let Some(path) = cgroups_path {
-        let root = Path::new(berth_runtime::cgroups::DEFAULT_MOUNT_ROOT);
-        let removed = berth_runtime::cgroups::detect_mode(root)
-            .and_then(|mode| berth_runtime::cgroups::new_manager(mode, root, path))
-            .and_then(|cg| cg.destroy());
-        if let Err(e) = removed {
-            crate::daemon::diag(&format!(
+        remove_cgroup_dirs(id, path);
+    }
+}
+
+/// Remove the container's (empty) cgroup directory from every hierarchy mounted under
+/// `/sys/fs/cgroup`: the runtimes also populate named ones such as `systemd`, which
+/// berth-runtime's cgroup manager does not know.
+fn remove_cgroup_dirs(id: &ContainerId, path: &Path) {
+    let root = Path::new(berth_runtime::cgroups::DEFAULT_MOUNT_ROOT);
+    let rel = path.strip_prefix("/").unwrap_or(path);
+    let mut dirs = vec![root.join(rel)];
+    if let Ok(entries) = std::fs::read_dir(root) {
+        dirs.extend(entries.flatten().map(|e| e.path().join(rel)));
+    }
+    for dir in dirs {
+        match std::fs::remove_dir(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => crate::daemon::diag(&format!(
                 "container {id}: removing the cgroup {} after a failed create: {e}",
-                path.display()
-            ));
+                dir.display()
+            )),
         }
     }
 }
@@ -196,24 +202,31 @@ fn receive_terminal(
         .spawn()
         .map_err(|e| format!("running {} create: {e}", rt.path.display()))?;
     let deadline = Instant::now() + CONSOLE_LIMIT;
-    let mut master = None;
-    while master.is_none() && Instant::now() < deadline {
+    let mut master: Result<Option<OwnedFd>, String> = Ok(None);
+    while matches!(master, Ok(None)) && Instant::now() < deadline {
         let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
         if poll(&mut fds, PollTimeout::from(50u16)).unwrap_or(0) > 0 {
-            let (conn, _) = listener
+            master = listener
                 .accept()
-                .map_err(|e| format!("console socket: {e}"))?;
-            master = Some(
-                berth_runtime::sys::fd::recv_fd(conn.as_fd())
-                    .map_err(|e| format!("receiving the terminal from {}: {e}", rt.name))?,
-            );
+                .map_err(|e| format!("console socket: {e}"))
+                .and_then(|(conn, _)| {
+                    berth_runtime::sys::fd::recv_fd(conn.as_fd())
+                        .map_err(|e| format!("receiving the terminal from {}: {e}", rt.name))
+                })
+                .map(Some);
         } else if let Ok(Some(_)) = child.try_wait() {
             break;
         }
     }
+    // Whatever happened, the runtime's `create` is not left behind: a failed or late one
+    // is stopped before it is waited for.
+    if !matches!(master, Ok(Some(_))) {
+        let _ = child.kill();
+    }
     let status = child
         .wait()
         .map_err(|e| format!("waiting for {} create: {e}", rt.name))?;
+    let master = master?;
     if !status.success() {
         return Err(failure(rt, "create", status));
     }
@@ -230,14 +243,7 @@ pub fn start(rt: &OciRuntime, id: &ContainerId) -> Result<(), String> {
 /// `delete --force` (which kills what still runs) and forget berth-runtime's record.
 /// Failures are noted in monitor.log: nothing else can be done about them here.
 pub fn delete(rt: &OciRuntime, runtime: &Runtime, id: &ContainerId) {
-    let mut cmd = command(rt);
-    cmd.arg("delete")
-        .arg("--force")
-        .arg(id.as_str())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    if let Err(e) = run(rt, cmd, "delete") {
+    if let Err(e) = runtime_delete(rt, id) {
         crate::daemon::diag(&format!("container {id}: {e}"));
     }
     if let Ok(c) = runtime.load(id) {
@@ -245,4 +251,16 @@ pub fn delete(rt: &OciRuntime, runtime: &Runtime, id: &ContainerId) {
             crate::daemon::diag(&format!("container {id}: {e}"));
         }
     }
+}
+
+/// The runtime's `delete --force`: it kills what still runs and removes its state.
+fn runtime_delete(rt: &OciRuntime, id: &ContainerId) -> Result<(), String> {
+    let mut cmd = command(rt);
+    cmd.arg("delete")
+        .arg("--force")
+        .arg(id.as_str())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    run(rt, cmd, "delete")
 }

@@ -32,4 +32,5 @@ pub mod user;
 pub use container::{Container, CreateOptions, Created, ExecOptions, Executed, Runtime, Stdio};
 pub use error::RuntimeError;
 pub use namespaces::namespace_path;
+pub use rootfs::{parse_options as parse_mount_options, MountOptions};
 pub use state::ContainerState;

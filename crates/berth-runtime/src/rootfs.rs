@@ -42,7 +42,7 @@ pub enum CgroupView {
 
 /// Mount flags and propagation parsed from a spec mount's `options`.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) struct MountOptions {
+pub struct MountOptions {
     pub flags: MsFlags,
     pub clear: MsFlags,
     pub propagation: MsFlags,
@@ -51,7 +51,9 @@ pub(crate) struct MountOptions {
     pub data: Vec<String>,
 }
 
-pub(crate) fn parse_options(options: &[String]) -> MountOptions {
+/// mount(8)-style options (`ro`, `nosuid`, `bind`, `rprivate`, ...) as flags; anything
+/// else is filesystem data (`size=64m`, `mode=755`).
+pub fn parse_options(options: &[String]) -> MountOptions {
     let mut o = MountOptions {
         flags: MsFlags::empty(),
         clear: MsFlags::empty(),

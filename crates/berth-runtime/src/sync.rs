@@ -4,12 +4,11 @@
 //! terminal's master side) and reports EOF when the other side dies, so a child that
 //! crashes mid-setup is noticed at once instead of hanging the caller.
 
-use std::io::{self, IoSlice, IoSliceMut};
+use std::io::{self, IoSlice};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{
-    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
-    SockFlag, SockType,
+    sendmsg, socketpair, AddressFamily, ControlMessage, MsgFlags, SockFlag, SockType,
 };
 use serde::{Deserialize, Serialize};
 
@@ -85,30 +84,7 @@ impl Channel {
     /// Receive one message. `Ok(None)` means the other side closed (or died).
     pub fn recv(&self) -> io::Result<Option<(Msg, Option<OwnedFd>)>> {
         let mut buf = vec![0u8; MAX_MSG];
-        let mut cmsg_buf = nix::cmsg_space!([RawFd; 1]);
-        let (len, fd) = loop {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            match recvmsg::<()>(
-                self.fd.as_raw_fd(),
-                &mut iov,
-                Some(&mut cmsg_buf),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Ok(r) => {
-                    let mut fd = None;
-                    for cmsg in r.cmsgs()? {
-                        if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                            for raw in fds {
-                                fd = Some(owned(raw));
-                            }
-                        }
-                    }
-                    break (r.bytes, fd);
-                }
-                Err(nix::Error::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        };
+        let (len, fd) = crate::sys::fd::recv_with_fd(self.fd.as_fd(), &mut buf)?;
         if len == 0 {
             return Ok(None);
         }
@@ -130,8 +106,4 @@ impl AsFd for Channel {
     fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.fd.as_fd()
     }
-}
-
-fn owned(raw: RawFd) -> OwnedFd {
-    crate::sys::fd::adopt(raw)
 }

@@ -136,16 +136,7 @@ const KNOWN_IGNORED: &[&str] = &[
 fn oci_runtimes(dj: &DaemonJson) -> Result<BTreeMap<String, PathBuf>> {
     let mut out = BTreeMap::new();
     for name in ["runc", "crun"] {
-        let found = std::env::var_os("PATH")
-            .map(|p| {
-                std::env::split_paths(&p)
-                    .map(|d| d.join(name))
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default()
-            .into_iter()
-            .find(|p| p.is_file());
-        if let Some(p) = found {
+        if let Some(p) = find_in_path(Path::new(name)) {
             out.insert(name.to_string(), p);
         }
     }
@@ -153,12 +144,40 @@ fn oci_runtimes(dj: &DaemonJson) -> Result<BTreeMap<String, PathBuf>> {
         if name == "berth" {
             bail!("runtimes: \"berth\" is berth's own runtime and cannot be redefined");
         }
+        // The name becomes a directory under the exec root (`oci/<name>`).
+        let valid = name
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+        if !valid {
+            bail!("runtimes: invalid runtime name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit");
+        }
         if !entry.runtime_args.is_empty() {
             bail!("runtimes.{name}: runtimeArgs are not supported; give a wrapper script as path");
         }
-        out.insert(name.clone(), entry.path.clone());
+        // As Docker: an absolute path, or a name looked up in PATH.
+        let path = find_in_path(&entry.path).with_context(|| {
+            format!(
+                "runtimes.{name}: {} is not an executable file (give an absolute path, or a program in PATH)",
+                entry.path.display()
+            )
+        })?;
+        out.insert(name.clone(), path);
     }
     Ok(out)
+}
+
+/// `program` itself if it is a path to a file, else the first file of that name in PATH.
+fn find_in_path(program: &Path) -> Option<PathBuf> {
+    if program.components().count() > 1 {
+        return program.is_file().then(|| program.to_owned());
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
 }
 
 fn main() {

@@ -78,14 +78,13 @@ pub fn adopt(raw: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(raw) }
 }
 
-/// Receive one descriptor sent with `SCM_RIGHTS` on `sock` (an OCI runtime's
-/// `--console-socket` sends a terminal's master this way). It arrives close-on-exec.
-pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+/// Receive one message into `buf` and the descriptor sent with it (`SCM_RIGHTS`), if
+/// any; it arrives close-on-exec. Returns the message's length (0: the peer closed).
+pub fn recv_with_fd(sock: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<(usize, Option<OwnedFd>)> {
     use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
-    let mut buf = [0u8; 4096];
     let mut cmsg = nix::cmsg_space!([RawFd; 1]);
     loop {
-        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        let mut iov = [std::io::IoSliceMut::new(buf)];
         match recvmsg::<()>(
             sock.as_raw_fd(),
             &mut iov,
@@ -93,19 +92,28 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
             MsgFlags::MSG_CMSG_CLOEXEC,
         ) {
             Ok(msg) => {
-                let mut got = None;
+                let mut fd = None;
                 for c in msg.cmsgs()? {
                     if let ControlMessageOwned::ScmRights(fds) = c {
                         for raw in fds {
                             // Freshly installed by the kernel for us: ours alone.
-                            got = Some(adopt(raw));
+                            fd = Some(adopt(raw));
                         }
                     }
                 }
-                return got.ok_or_else(|| io::Error::other("no descriptor in the message"));
+                return Ok((msg.bytes, fd));
             }
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+/// Receive one descriptor sent with `SCM_RIGHTS` on `sock` (an OCI runtime's
+/// `--console-socket` sends a terminal's master this way). It arrives close-on-exec.
+pub fn recv_fd(sock: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    let mut buf = [0u8; 4096];
+    recv_with_fd(sock, &mut buf)?
+        .1
+        .ok_or_else(|| io::Error::other("no descriptor in the message"))
 }
