@@ -256,12 +256,10 @@ impl Runtime {
         let state = ContainerState {
             id: id.clone(),
             pid: init_pid.as_raw(),
-            pid_start_time: process_start_time(init_pid.as_raw()).ok_or_else(|| {
-                RuntimeError::Init {
-                    step: "starting the container process".into(),
-                    message: "the container's init exited".into(),
-                }
-            })?,
+            pid_start_time: match process_start_time(init_pid.as_raw()) {
+                Some(t) => t,
+                None => return Err(init_gone(&chan, &mut early)),
+            },
             bundle,
             rootfs,
             created: Utc::now(),
@@ -371,6 +369,23 @@ pub(crate) fn recv(chan: &Channel, doing: &str) -> Result<(Msg, Option<OwnedFd>)
             message: "the container process exited unexpectedly".to_owned(),
         }),
     }
+}
+
+/// Init is gone before its start time could be read: it failed a step and said which
+/// (an `Error` already received, or still in the channel), which beats a bare "exited".
+fn init_gone(chan: &Channel, early: &mut Pending) -> RuntimeError {
+    let said = early.iter().find_map(|(m, _)| match m {
+        Msg::Error { step, message } => Some(RuntimeError::Init {
+            step: step.clone(),
+            message: message.clone(),
+        }),
+        _ => None,
+    });
+    said.or_else(|| recv(chan, "starting the container process").err())
+        .unwrap_or_else(|| RuntimeError::Init {
+            step: "starting the container process".into(),
+            message: "the container's init exited".into(),
+        })
 }
 
 /// Messages received ahead of the one being waited for, with any descriptor they carried.
