@@ -5,7 +5,7 @@
 # zstd and hyperfine for the benchmarks.
 set -euo pipefail
 
-packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 procps crun runc hyperfine ca-certificates skopeo zstd docker-registry openssl tini util-linux python3 python3-pip)
+packages=(gcc libc6-dev pkg-config libseccomp-dev busybox-static iproute2 nftables iperf3 procps crun runc hyperfine ca-certificates skopeo zstd docker-registry openssl tini util-linux python3 python3-pip)
 missing=()
 for p in "${packages[@]}"; do
     dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

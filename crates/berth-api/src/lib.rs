@@ -14,6 +14,7 @@ pub mod containers;
 pub mod hijack;
 pub mod http;
 pub mod images;
+pub mod networks;
 pub mod system;
 
 use std::sync::Arc;
@@ -128,7 +129,7 @@ async fn route(engine: Arc<Engine>, req: Request<Incoming>) -> Resp {
         ("images", _) => images::route(engine, req, path, q).await,
         ("commit", &Method::POST) => images::commit(&engine, req, &q).await,
         ("volumes", _) => system::volumes(engine, req, &segs[1..], q).await,
-        ("networks", _) => system::networks(&engine, req, &segs[1..], q).await,
+        ("networks", _) => networks::networks(&engine, req, &segs[1..], q).await,
         ("build", _) if segs.get(1) == Some(&"prune") => Ok(http::ok_json(
             &serde_json::json!({"CachesDeleted": null, "SpaceReclaimed": 0}),
         )),

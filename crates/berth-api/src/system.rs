@@ -1,4 +1,4 @@
-//! `/_ping`, `/version`, `/info`, `/events`, `/system/df`, `/volumes`, `/networks`.
+//! `/_ping`, `/version`, `/info`, `/events`, `/system/df`, `/volumes`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -330,94 +330,6 @@ pub async fn volumes(
                 .emit("volume", "destroy", name, Default::default());
             Ok(status(StatusCode::NO_CONTENT))
         }
-        _ => Err(crate::not_found_route(&method, req.uri().path())),
-    }
-}
-
-fn builtin_networks(engine: &Arc<Engine>) -> Vec<Value> {
-    let created = engine.started.to_rfc3339();
-    let containers_on = |mode: &str| -> Value {
-        let mut m = serde_json::Map::new();
-        for h in engine.all_containers() {
-            let c = h.get();
-            let net = match c.host_config.network_mode.as_str() {
-                "" | "default" => "bridge",
-                other => other,
-            };
-            if net == mode && c.is_running() {
-                m.insert(
-                    c.id.clone(),
-                    json!({"Name": c.name, "EndpointID": "", "MacAddress": "", "IPv4Address": "", "IPv6Address": ""}),
-                );
-            }
-        }
-        Value::Object(m)
-    };
-    ["bridge", "host", "none"]
-        .iter()
-        .map(|n| {
-            let driver = match *n {
-                "bridge" => "bridge",
-                "host" => "host",
-                _ => "null",
-            };
-            json!({
-                "Name": n, "Id": format!("{:0<64}", hex(n)), "Created": created, "Scope": "local",
-                "Driver": driver, "EnableIPv4": true, "EnableIPv6": false,
-                "IPAM": {"Driver": "default", "Options": null, "Config": []},
-                "Internal": false, "Attachable": false, "Ingress": false,
-                "ConfigFrom": {"Network": ""}, "ConfigOnly": false,
-                "Containers": containers_on(n), "Options": {}, "Labels": {},
-            })
-        })
-        .collect()
-}
-
-fn hex(s: &str) -> String {
-    s.bytes().map(|b| format!("{b:02x}")).collect()
-}
-
-pub async fn networks(
-    engine: &Arc<Engine>,
-    req: Request<Incoming>,
-    segs: &[&str],
-    q: Query,
-) -> HResult {
-    let method = req.method().clone();
-    let nets = builtin_networks(engine);
-    match (segs, &method) {
-        ([] | [""], &Method::GET) => {
-            let filters = q.filters()?;
-            let list: Vec<Value> = nets
-                .into_iter()
-                .filter(|n| {
-                    filters.get("name").is_none_or(|v| v.iter().any(|x| n["Name"].as_str().is_some_and(|nm| nm.contains(x.as_str()))))
-                        && filters.get("driver").is_none_or(|v| v.iter().any(|x| n["Driver"] == json!(x)))
-                        && filters.get("type").is_none_or(|v| v.iter().any(|x| x == "builtin"))
-                        && filters.get("label").is_none_or(|v| v.is_empty())
-                        && filters.get("id").is_none_or(|v| v.iter().any(|x| n["Id"].as_str().is_some_and(|i| i.starts_with(x.as_str()))))
-                })
-                .collect();
-            Ok(ok_json(&list))
-        }
-        (["create"], &Method::POST) => Err(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "user-defined networks are not available yet in berth: use the default bridge, host or none",
-        )),
-        (["prune"], &Method::POST) => Ok(ok_json(&json!({"NetworksDeleted": null}))),
-        ([id], &Method::GET) => nets
-            .into_iter()
-            .find(|n| n["Name"] == json!(id) || n["Id"].as_str().is_some_and(|i| i.starts_with(id)))
-            .map(|n| ok_json(&n))
-            .ok_or_else(|| error(StatusCode::NOT_FOUND, format!("network {id} not found"))),
-        ([id], &Method::DELETE) => Err(error(
-            StatusCode::FORBIDDEN,
-            format!("{id} is a pre-defined network and cannot be removed"),
-        )),
-        ([_, "connect"], &Method::POST) | ([_, "disconnect"], &Method::POST) => Err(error(
-            StatusCode::NOT_IMPLEMENTED,
-            "connecting containers to networks is not available yet in berth",
-        )),
         _ => Err(crate::not_found_route(&method, req.uri().path())),
     }
 }

@@ -117,6 +117,10 @@ pub struct Container {
     pub args: Vec<String>,
     pub mounts: Vec<MountPoint>,
     pub state: State,
+    /// What the container holds on its networks while it runs (addresses, published
+    /// ports); `None` when stopped or on `host`/`none`/`container:`.
+    #[serde(default)]
+    pub network: Option<berth_net::Attachment>,
     /// The container's runtime (`berth` for the built-in one, or `runc`/`crun`).
     pub runtime: String,
     /// Paths of the files berthd generated for the container.
@@ -296,18 +300,66 @@ impl Container {
         serde_json::to_value(self.endpoints()).unwrap_or_else(|_| json!({}))
     }
 
-    /// The container's network endpoints by network name.
-    fn endpoints(&self) -> BTreeMap<String, EndpointSettings> {
+    /// The networks the container is configured for: its mode's network (unless it is
+    /// `container:`), then the others of `NetworkingConfig` (bridge networks only).
+    pub fn network_names(&self) -> Vec<String> {
         let mode = self.network_mode();
+        if mode.starts_with("container:") {
+            return Vec::new();
+        }
+        let mut names = vec![mode.to_owned()];
+        if !matches!(mode, "host" | "none") {
+            for k in self
+                .networking_config
+                .endpoints_config
+                .iter()
+                .flat_map(|m| m.keys())
+            {
+                if k != "default" && !names.contains(k) {
+                    names.push(k.clone());
+                }
+            }
+        }
+        names
+    }
+
+    /// The container's network endpoints by network name: with addresses while it runs.
+    fn endpoints(&self) -> BTreeMap<String, EndpointSettings> {
         let mut nets = BTreeMap::new();
-        if !mode.starts_with("container:") {
-            nets.insert(
-                mode.to_owned(),
-                EndpointSettings {
-                    network_id: mode.to_owned(),
-                    ..Default::default()
-                },
-            );
+        for name in self.network_names() {
+            let cfg = self
+                .networking_config
+                .endpoints_config
+                .as_ref()
+                .and_then(|m| m.get(&name))
+                .and_then(|v| v.as_ref());
+            let aliases = cfg
+                .and_then(|v| v.get("Aliases"))
+                .and_then(|a| serde_json::from_value::<Vec<String>>(a.clone()).ok());
+            let mut e = EndpointSettings {
+                network_id: name.clone(),
+                aliases,
+                ipam_config: cfg.and_then(|v| v.get("IPAMConfig")).cloned(),
+                ..Default::default()
+            };
+            if let Some(ep) = self.network.as_ref().and_then(|a| {
+                a.endpoints
+                    .iter()
+                    .find(|ep| ep.network_name == name || ep.network_id == name)
+            }) {
+                e.network_id = ep.network_id.clone();
+                e.endpoint_id = ep.endpoint_id.clone();
+                e.gateway = ep.gateway.to_string();
+                e.ip_address = ep.ip.to_string();
+                e.ip_prefix_len = ep.prefix.into();
+                e.mac_address = ep.mac.clone();
+                if ep.network_name != "bridge" {
+                    let mut names = vec![self.name.clone(), self.id[..12].to_string()];
+                    names.extend(ep.aliases.iter().cloned());
+                    e.dns_names = Some(names);
+                }
+            }
+            nets.insert(name, e);
         }
         nets
     }
@@ -342,6 +394,12 @@ impl Container {
             state["Health"] = h;
         }
         let ports = self.ports_json();
+        // The top-level address fields describe the default bridge only, as in Docker.
+        let bridge_ep = self.endpoints().remove("bridge").unwrap_or_default();
+        let (sandbox_id, sandbox_key) = match &self.network {
+            Some(a) => (self.id.clone(), a.netns.display().to_string()),
+            None => (String::new(), String::new()),
+        };
         json!({
             "Id": self.id,
             "Created": self.created,
@@ -366,12 +424,12 @@ impl Container {
             "Mounts": self.mounts_json(),
             "Config": self.config_json(),
             "NetworkSettings": {
-                "Bridge": "", "SandboxID": "", "SandboxKey": "", "HairpinMode": false,
+                "Bridge": "", "SandboxID": sandbox_id, "SandboxKey": sandbox_key, "HairpinMode": false,
                 "LinkLocalIPv6Address": "", "LinkLocalIPv6PrefixLen": 0,
                 "Ports": ports,
                 "SecondaryIPAddresses": null, "SecondaryIPv6Addresses": null,
-                "EndpointID": "", "Gateway": "", "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
-                "IPAddress": "", "IPPrefixLen": 0, "IPv6Gateway": "", "MacAddress": "",
+                "EndpointID": bridge_ep.endpoint_id, "Gateway": bridge_ep.gateway, "GlobalIPv6Address": "", "GlobalIPv6PrefixLen": 0,
+                "IPAddress": bridge_ep.ip_address, "IPPrefixLen": bridge_ep.ip_prefix_len, "IPv6Gateway": "", "MacAddress": bridge_ep.mac_address,
                 "Networks": self.networks_json(),
             },
         })
@@ -393,10 +451,48 @@ impl Container {
         let mut ports = serde_json::Map::new();
         if let Some(exposed) = &self.config.exposed_ports {
             for p in exposed.keys() {
-                ports.insert(p.clone(), Value::Null);
+                let key = if p.contains('/') {
+                    p.clone()
+                } else {
+                    format!("{p}/tcp")
+                };
+                ports.insert(key, Value::Null);
+            }
+        }
+        for p in self.network.iter().flat_map(|a| a.ports.iter()) {
+            let entry = ports
+                .entry(format!("{}/{}", p.container_port, p.proto))
+                .or_insert(Value::Null);
+            if !entry.is_array() {
+                *entry = json!([]);
+            }
+            if let Some(list) = entry.as_array_mut() {
+                list.push(
+                    json!({"HostIp": p.host_ip.to_string(), "HostPort": p.host_port.to_string()}),
+                );
             }
         }
         Value::Object(ports)
+    }
+
+    /// `Ports` of a `ps` row: published ports, then exposed ones that are not.
+    fn ports_summary(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = Vec::new();
+        let published = self.network.iter().flat_map(|a| a.ports.iter());
+        for p in published.clone() {
+            out.push(json!({"IP": p.host_ip.to_string(), "PrivatePort": p.container_port, "PublicPort": p.host_port, "Type": p.proto}));
+        }
+        for key in self.config.exposed_ports.iter().flat_map(|m| m.keys()) {
+            if let Ok((port, proto)) = berth_net::ports::parse_container_port(key) {
+                if !published
+                    .clone()
+                    .any(|p| p.container_port == port && p.proto == proto)
+                {
+                    out.push(json!({"PrivatePort": port, "Type": proto}));
+                }
+            }
+        }
+        out
     }
 
     /// One entry of `GET /containers/json`.
@@ -411,7 +507,7 @@ impl Container {
             image_id: self.image_id.clone(),
             command: self.command(),
             created,
-            ports: Vec::new(),
+            ports: self.ports_summary(),
             size_rw: None,
             size_root_fs: None,
             labels: self.config.labels.clone().unwrap_or_default(),

@@ -37,6 +37,8 @@ pub struct EngineConfig {
     pub default_runtime: String,
     /// The daemon's identity (`docker info`).
     pub name: String,
+    /// Bridges, address pools, firewall table.
+    pub network: berth_net::NetConfig,
 }
 
 /// An attach session waiting for its container to start.
@@ -157,6 +159,7 @@ pub struct Engine {
     pub registry: Registry,
     pub volumes: VolumeStore,
     pub events: Events,
+    pub net: Arc<berth_net::Networks>,
     pub(crate) containers: RwLock<HashMap<String, Arc<Handle>>>,
     /// name (without `/`) → id.
     pub(crate) names: RwLock<HashMap<String, String>>,
@@ -186,12 +189,15 @@ impl Engine {
         })?);
         let registry = Registry::new(config.registry.clone(), CredentialStore::from_env());
         let volumes = VolumeStore::open(&config.data_root)?;
+        let net = berth_net::Networks::open(config.network.clone())
+            .map_err(|e| EngineError::internal(format!("setting up the networks: {e}")))?;
         let engine = Engine {
             config,
             images,
             registry,
             volumes,
             events: Events::new(),
+            net,
             containers: RwLock::new(HashMap::new()),
             names: RwLock::new(HashMap::new()),
             execs: Mutex::new(HashMap::new()),

@@ -48,6 +48,17 @@ impl EngineError {
     pub fn conflict(message: impl Into<String>) -> EngineError {
         EngineError::new(ErrorKind::Conflict, message)
     }
+    pub fn net(e: berth_net::NetError) -> EngineError {
+        use berth_net::NetError as N;
+        let kind = match &e {
+            N::NotFound(_) => ErrorKind::NotFound,
+            N::Conflict(_) => ErrorKind::Conflict,
+            N::Invalid(_) => ErrorKind::InvalidArgument,
+            N::Forbidden(_) => ErrorKind::Forbidden,
+            N::Io(_) => ErrorKind::Internal,
+        };
+        EngineError::new(kind, e.to_string())
+    }
     pub fn internal(message: impl Into<String>) -> EngineError {
         EngineError::new(ErrorKind::Internal, message)
     }

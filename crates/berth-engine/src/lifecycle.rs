@@ -280,6 +280,7 @@ impl Engine {
                 .unwrap_or_default();
         let mut host = req.host_config.clone();
         validate_host_config(&host)?;
+        self.validate_networks(&host, &req.networking_config)?;
         let mut config = merge_config(&req.config, &image_config);
         let mut argv: Vec<String> = config.entrypoint.clone().map(|e| e.0).unwrap_or_default();
         argv.extend(config.cmd.clone().map(|c| c.0).unwrap_or_default());
@@ -387,6 +388,7 @@ impl Engine {
             networking_config: req.networking_config,
             mounts,
             state: State::default(),
+            network: None,
             runtime,
             log_path: dir.join(format!("{id}-json.log")),
             hosts_path: dir.join("hosts"),
@@ -694,9 +696,10 @@ impl Engine {
             .await
             .map_err(|e| EngineError::internal(format!("starting container: {e}")))?;
         match started {
-            Ok((pid, monitor_pid)) => {
+            Ok((pid, monitor_pid, attachment)) => {
                 let now = berth_types::time::now_rfc3339_nano();
                 h.update_state(&self.containers_dir(), |c| {
+                    c.network = attachment;
                     c.state.status = Status::Running;
                     c.state.pid = pid;
                     c.state.monitor_pid = Some(monitor_pid);
@@ -754,8 +757,9 @@ impl Engine {
         }
     }
 
-    /// Build the spec and run the monitor (blocking): `(init pid, monitor pid)`.
-    fn launch(&self, h: &Arc<Handle>) -> Result<(i32, i32)> {
+    /// Join the networks, build the spec and run the monitor (blocking): `(init pid,
+    /// monitor pid, what the container holds on its networks)`.
+    fn launch(&self, h: &Arc<Handle>) -> Result<(i32, i32, Option<berth_net::Attachment>)> {
         let t0 = std::time::Instant::now();
         let c = h.get();
         let image = self
@@ -779,7 +783,154 @@ impl Engine {
         let state_dir = self.state_dir(&c.id);
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| EngineError::io(format!("creating {}", state_dir.display()), e))?;
-        let mut spec = self.build_spec(&c, &rootfs.merged)?;
+        let attachment = self.connect_networks(&c)?;
+        let t_net = t0.elapsed();
+        let launched = self.launch_attached(h, &c, &rootfs.merged, &state_dir, attachment.as_ref());
+        match launched {
+            Ok((pid, monitor_pid)) => {
+                tracing::debug!(
+                    container = %c.id,
+                    rootfs_us = t_rootfs.as_micros() as u64,
+                    network_us = (t_net - t_rootfs).as_micros() as u64,
+                    rest_us = (t0.elapsed() - t_net).as_micros() as u64,
+                    "launched"
+                );
+                Ok((pid, monitor_pid, attachment))
+            }
+            Err(e) => {
+                if attachment.is_some() {
+                    self.net.detach(&c.id);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// The networks a create names exist, and go together; its published ports parse.
+    fn validate_networks(
+        &self,
+        host: &crate::types::HostConfig,
+        net: &crate::types::NetworkingConfig,
+    ) -> Result<()> {
+        let mode = match host.network_mode.as_str() {
+            "" | "default" => "bridge",
+            m => m,
+        };
+        // A missing network is a bad request here, not a 404: on a 404 the docker CLI
+        // concludes the image is missing and tries to pull it first.
+        let find = |name: &str| {
+            self.net.get(name).map_err(|e| match e {
+                berth_net::NetError::NotFound(m) => EngineError::invalid(m),
+                e => EngineError::net(e),
+            })
+        };
+        if !mode.starts_with("container:") {
+            find(mode)?;
+        }
+        for k in net.endpoints_config.iter().flat_map(|m| m.keys()) {
+            if k == "default" || k == mode {
+                continue;
+            }
+            let n = find(k)?;
+            if matches!(mode, "host" | "none")
+                || mode.starts_with("container:")
+                || n.driver != "bridge"
+            {
+                return Err(EngineError::invalid(format!(
+                    "conflicting options: a container on network {mode} cannot also be connected to network {}",
+                    n.name
+                )));
+            }
+        }
+        for (key, list) in host.port_bindings.iter().flatten() {
+            for b in list.iter().flatten() {
+                berth_net::ports::parse_binding(key, &b.host_ip, &b.host_port)
+                    .map_err(EngineError::invalid)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Join the container's bridge networks (`None` for host, none and `container:`),
+    /// and rewrite its /etc/hosts and /etc/resolv.conf for them.
+    fn connect_networks(&self, c: &Container) -> Result<Option<berth_net::Attachment>> {
+        let names = c.network_names();
+        if names.is_empty() || matches!(names[0].as_str(), "host" | "none") {
+            return Ok(None);
+        }
+        let cfgs = c.networking_config.endpoints_config.as_ref();
+        let mut networks = Vec::new();
+        for n in &names {
+            let cfg = cfgs.and_then(|m| m.get(n)).and_then(|v| v.as_ref());
+            let ip = match cfg
+                .and_then(|v| v.pointer("/IPAMConfig/IPv4Address"))
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+            {
+                Some(s) => Some(s.parse().map_err(|_| {
+                    EngineError::invalid(format!("invalid IPv4 address {s} for network {n}"))
+                })?),
+                None => None,
+            };
+            let aliases = cfg
+                .and_then(|v| v.get("Aliases"))
+                .and_then(|a| serde_json::from_value::<Vec<String>>(a.clone()).ok())
+                .unwrap_or_default();
+            networks.push(berth_net::EndpointRequest {
+                network: n.clone(),
+                ip,
+                aliases,
+            });
+        }
+        let mac = match c.config.mac_address.as_deref().filter(|m| !m.is_empty()) {
+            Some(m) => Some(berth_net::netlink::parse_mac(m).ok_or_else(|| {
+                EngineError::invalid(format!(
+                    "invalid MAC address {m}: expected a unicast address such as 02:42:ac:11:00:02"
+                ))
+            })?),
+            None => None,
+        };
+        let upstreams = c
+            .host_config
+            .dns
+            .iter()
+            .flatten()
+            .filter_map(|d| d.parse::<std::net::IpAddr>().ok())
+            .map(|ip| std::net::SocketAddr::new(ip, 53))
+            .collect();
+        let req = berth_net::AttachRequest {
+            container_id: c.id.clone(),
+            name: c.name.clone(),
+            networks,
+            ports: port_requests(c)?,
+            mac,
+            upstreams,
+        };
+        let att = self.net.attach(&req).map_err(EngineError::net)?;
+        let mut with = c.clone();
+        with.network = Some(att.clone());
+        if let Err(e) = crate::netfiles::write_all(&with) {
+            self.net.detach(&c.id);
+            return Err(EngineError::io(
+                "writing /etc/hosts and /etc/resolv.conf",
+                e,
+            ));
+        }
+        Ok(Some(att))
+    }
+
+    /// Everything of a launch after the networks are joined.
+    fn launch_attached(
+        &self,
+        h: &Arc<Handle>,
+        c: &Container,
+        rootfs: &Path,
+        state_dir: &Path,
+        attachment: Option<&berth_net::Attachment>,
+    ) -> Result<(i32, i32)> {
+        let t0 = std::time::Instant::now();
+        let state_dir = state_dir.to_path_buf();
+        let mut spec = self.build_spec_net(c, rootfs, attachment.map(|a| a.netns.as_path()))?;
         let oci_runtime = self.oci_runtime(&c.runtime)?;
         if oci_runtime.is_some() {
             for_external_runtime(&mut spec);
@@ -788,7 +939,7 @@ impl Engine {
         crate::container::replace_file(&state_dir.join("config.json"), &data)
             .map_err(|e| EngineError::io("writing the container's OCI spec", e))?;
         let (max_size, max_files) =
-            log_limits(&c, self.config.log_max_size, self.config.log_max_files)?;
+            log_limits(c, self.config.log_max_size, self.config.log_max_files)?;
         let console = c
             .host_config
             .console_size
@@ -832,11 +983,10 @@ impl Engine {
         let pid = pending.start()?;
         tracing::debug!(
             container = %c.id,
-            rootfs_us = t_rootfs.as_micros() as u64,
-            spec_us = (t_spec - t_rootfs).as_micros() as u64,
+            spec_us = t_spec.as_micros() as u64,
             monitor_ready_us = (t_ready - t_spec).as_micros() as u64,
             started_us = (t0.elapsed() - t_ready).as_micros() as u64,
-            "launched"
+            "monitor started"
         );
         Ok((pid, monitor_pid))
     }
@@ -905,7 +1055,9 @@ impl Engine {
             error: Some("the container's monitor ended without recording an exit status".into()),
         });
         let before = h.get();
+        self.net.detach(&before.id);
         let _ = h.update_state(&self.containers_dir(), |c| {
+            c.network = None;
             c.state.status = Status::Exited;
             c.state.exit_code = status.exit_code;
             c.state.oom_killed = status.oom_killed;
@@ -1042,6 +1194,16 @@ impl Engine {
                 }
             }
         }
+        // What containers that ended while berthd was away held on their networks.
+        let running: std::collections::HashSet<String> = self
+            .all_containers()
+            .iter()
+            .filter(|h| h.with(|c| c.network.is_some() && c.is_running()))
+            .map(|h| h.id())
+            .collect();
+        let net = self.net.clone();
+        let _ =
+            tokio::task::spawn_blocking(move || net.reconcile(&|id| running.contains(id))).await;
     }
 
     /// `POST /containers/{id}/stop`.
@@ -1372,7 +1534,13 @@ impl Engine {
             names.remove(&c.name);
             names.insert(new_name.to_string(), c.id.clone());
         }
-        h.update(&self.containers_dir(), |c| c.name = new_name.to_string())?;
+        h.update(&self.containers_dir(), |c| {
+            c.name = new_name.to_string();
+            if let Some(a) = &mut c.network {
+                a.name = new_name.to_string();
+            }
+        })?;
+        self.net.rename(&c.id, new_name);
         let mut attrs = h.get().event_attributes();
         attrs.insert("oldName".into(), format!("/{}", c.name));
         self.events.emit("container", "rename", &c.id, attrs);
@@ -1439,6 +1607,16 @@ impl Engine {
         c: &Container,
         rootfs: &Path,
     ) -> Result<oci_spec::runtime::Spec> {
+        self.build_spec_net(c, rootfs, c.network.as_ref().map(|a| a.netns.as_path()))
+    }
+
+    /// The spec, joining the network namespace `netns` berth prepared (bridge networks).
+    pub(crate) fn build_spec_net(
+        &self,
+        c: &Container,
+        rootfs: &Path,
+        netns: Option<&Path>,
+    ) -> Result<oci_spec::runtime::Spec> {
         use crate::spec::{MountKind, MountSpec, NetNs, ShareNs, SpecInput};
         let mut mounts = Vec::new();
         for m in &c.mounts {
@@ -1502,7 +1680,7 @@ impl Engine {
         };
         let net = match c.host_config.network_mode.as_str() {
             "host" => NetNs::Host,
-            "none" | "" | "default" | "bridge" => NetNs::None,
+            "none" => NetNs::None,
             m if m.starts_with("container:") => {
                 let o = self.container(&m["container:".len()..])?.get();
                 if !o.is_running() {
@@ -1512,7 +1690,12 @@ impl Engine {
                 }
                 NetNs::Path(PathBuf::from(format!("/proc/{}/ns/net", o.state.pid)))
             }
-            _ => NetNs::None,
+            // A bridge network: the namespace berth prepared, or (when only checking a
+            // spec, not starting) an empty one.
+            _ => match netns {
+                Some(p) => NetNs::Path(p.to_path_buf()),
+                None => NetNs::None,
+            },
         };
         let args: Vec<String> = std::iter::once(c.path.clone())
             .chain(c.args.iter().cloned())
@@ -1642,10 +1825,10 @@ fn validate_host_config(h: &crate::types::HostConfig) -> Result<()> {
             "conflicting options: cannot specify both --restart and --rm",
         ));
     }
-    match h.network_mode.as_str() {
-        "" | "default" | "bridge" | "host" | "none" => {}
-        m if m.starts_with("container:") && m.len() > "container:".len() => {}
-        other => return Err(EngineError::not_found(format!("network {other} not found"))),
+    if h.network_mode == "container:" {
+        return Err(EngineError::invalid(
+            "invalid network mode container:: name the container, as in container:<name|id>",
+        ));
     }
     match h.log_config.r#type.as_str() {
         "" | "json-file" | "local" => {}
@@ -1657,6 +1840,38 @@ fn validate_host_config(h: &crate::types::HostConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The ports a container publishes: its `PortBindings`, and with `-P` every exposed
+/// port that has no binding, on a free host port.
+fn port_requests(c: &Container) -> Result<Vec<berth_net::ports::PortRequest>> {
+    let mut out = Vec::new();
+    let bindings = c.host_config.port_bindings.clone().unwrap_or_default();
+    for (key, list) in &bindings {
+        for b in list.iter().flatten() {
+            if let Some(r) = berth_net::ports::parse_binding(key, &b.host_ip, &b.host_port)
+                .map_err(EngineError::invalid)?
+            {
+                out.push(r);
+            }
+        }
+    }
+    if c.host_config.publish_all_ports {
+        for key in c.config.exposed_ports.iter().flat_map(|m| m.keys()) {
+            let (port, proto) =
+                berth_net::ports::parse_container_port(key).map_err(EngineError::invalid)?;
+            let bound = bindings.keys().any(|k| {
+                berth_net::ports::parse_container_port(k)
+                    .is_ok_and(|(p, pr)| p == port && pr == proto)
+            });
+            if !bound {
+                out.extend(
+                    berth_net::ports::parse_binding(key, "", "").map_err(EngineError::invalid)?,
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Parse `max-size` (`10m`, `1g`, `512k`, bytes) and `max-file` log options.

@@ -19,7 +19,11 @@ pub fn write_all(c: &Container) -> io::Result<()> {
         let mut h = String::from(
             "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
         );
-        h.push_str(&format!("127.0.1.1\t{hostname}\n"));
+        // The container's own address on its first network, as Docker writes it.
+        match c.network.as_ref().and_then(|a| a.endpoints.first()) {
+            Some(ep) => h.push_str(&format!("{}\t{hostname}\n", ep.ip)),
+            None => h.push_str(&format!("127.0.1.1\t{hostname}\n")),
+        }
         h
     };
     for extra in c.host_config.extra_hosts.iter().flatten() {
@@ -67,6 +71,18 @@ fn resolv_conf(c: &Container, host_net: bool) -> String {
     }
     if let Some(d) = c.host_config.dns.as_ref().filter(|d| !d.is_empty()) {
         servers = d.clone();
+    }
+    // On a user-defined network the embedded DNS server answers (and forwards to the
+    // servers above from the host's namespace).
+    let embedded = c
+        .network
+        .as_ref()
+        .is_some_and(|a| a.endpoints.iter().any(|e| e.network_name != "bridge"));
+    if embedded {
+        servers = vec!["127.0.0.11".into()];
+        if !options.iter().any(|o| o.starts_with("ndots:")) {
+            options.push("ndots:0".into());
+        }
     }
     if let Some(s) = c.host_config.dns_search.as_ref().filter(|d| !d.is_empty()) {
         search = s.iter().filter(|x| x.as_str() != ".").cloned().collect();

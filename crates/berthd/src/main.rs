@@ -71,6 +71,27 @@ struct Cli {
     /// Group owning Unix sockets.
     #[arg(short = 'G', long, default_value = "berth")]
     group: String,
+    /// The default bridge's interface (default berth0). Several daemons on one host need
+    /// one each.
+    #[arg(short = 'b', long)]
+    bridge: Option<String>,
+    /// The default bridge's address and prefix, e.g. 172.30.0.1/16.
+    #[arg(long)]
+    bip: Option<String>,
+    /// MTU of container interfaces.
+    #[arg(long)]
+    mtu: Option<u32>,
+    /// Remove this daemon's bridges and firewall table, then exit (stop the containers
+    /// first): for uninstalling, and for tests.
+    #[arg(long, hide = true)]
+    teardown_networks: bool,
+}
+
+/// A `default-address-pools` entry of daemon.json.
+#[derive(Deserialize, Debug)]
+struct AddressPool {
+    base: String,
+    size: u8,
 }
 
 /// A `runtimes` entry of daemon.json: an OCI runtime's executable.
@@ -105,6 +126,10 @@ struct DaemonJson {
     group: Option<String>,
     default_runtime: Option<String>,
     runtimes: BTreeMap<String, RuntimeEntry>,
+    bridge: Option<String>,
+    bip: Option<String>,
+    mtu: Option<u32>,
+    default_address_pools: Vec<AddressPool>,
     #[serde(flatten)]
     other: BTreeMap<String, serde_json::Value>,
 }
@@ -119,10 +144,7 @@ const KNOWN_IGNORED: &[&str] = &[
     "userland-proxy",
     "iptables",
     "ip-forward",
-    "bip",
-    "default-address-pools",
     "dns",
-    "mtu",
     "selinux-enabled",
     "default-ulimits",
     "init",
@@ -130,6 +152,71 @@ const KNOWN_IGNORED: &[&str] = &[
     "containerd",
     "cgroup-parent",
 ];
+
+/// The networking settings: flags over daemon.json over defaults.
+fn net_config(
+    cli: &Cli,
+    dj: &DaemonJson,
+    data_root: &Path,
+    exec_root: &Path,
+) -> Result<berth_net::NetConfig> {
+    let bridge = cli
+        .bridge
+        .clone()
+        .or(dj.bridge.clone())
+        .unwrap_or_else(|| "berth0".into());
+    if bridge.is_empty()
+        || bridge.len() > 15
+        || !bridge
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    {
+        bail!("invalid bridge name {bridge:?}: 1 to 15 letters, digits, '_', '-' or '.'");
+    }
+    let bip = match cli.bip.as_ref().or(dj.bip.as_ref()) {
+        Some(b) => Some(b.parse::<ipnet::Ipv4Net>().map_err(|_| {
+            anyhow::anyhow!("invalid bip {b:?}: expected the bridge's IPv4 address with a prefix, e.g. 172.30.0.1/16")
+        })?),
+        None => None,
+    };
+    let mut pools = Vec::new();
+    for p in &dj.default_address_pools {
+        let base = p.base.parse::<ipnet::Ipv4Net>().map_err(|_| {
+            anyhow::anyhow!(
+                "invalid default-address-pools base {:?}: expected an IPv4 CIDR",
+                p.base
+            )
+        })?;
+        if p.size < base.prefix_len() || p.size > 30 {
+            bail!(
+                "invalid default-address-pools size {} for base {}: it must be between {} and 30",
+                p.size,
+                p.base,
+                base.prefix_len()
+            );
+        }
+        pools.push((base, p.size));
+    }
+    if pools.is_empty() {
+        pools = berth_net::ipam::default_pools();
+    }
+    // One nftables table per daemon, named after its bridge.
+    let table = if bridge == "berth0" {
+        "berth".to_string()
+    } else {
+        format!("berth_{}", bridge.replace(['-', '.'], "_"))
+    };
+    Ok(berth_net::NetConfig {
+        data_dir: data_root.join("network"),
+        run_dir: exec_root.join("network"),
+        netns_dir: exec_root.join("netns"),
+        bridge,
+        bip,
+        pools,
+        mtu: cli.mtu.or(dj.mtu).unwrap_or(1500),
+        table,
+    })
+}
 
 /// The external OCI runtimes containers may ask for: runc and crun when installed (Docker
 /// ships runc as its default), and daemon.json's `runtimes`.
@@ -228,7 +315,13 @@ fn init_logging(level: &str) -> Result<()> {
         other => bail!("unknown log level {other:?}: use debug, info, warn, error or fatal"),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("BERTHD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level))
+        // netlink-packet-route warns about every attribute newer than itself in a dump.
+        .add_directive(
+            "netlink_packet_route=error"
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
@@ -359,6 +452,10 @@ async fn run(cli: Cli) -> Result<()> {
             oci_runtimes.keys().cloned().collect::<Vec<_>>().join(", ")
         );
     }
+    let network = net_config(&cli, &dj, &data_root, &exec_root)?;
+    if cli.teardown_networks {
+        return berth_net::network::teardown(&network).map_err(|e| anyhow::anyhow!("{e}"));
+    }
     let config = EngineConfig {
         data_root: data_root.clone(),
         exec_root: exec_root.clone(),
@@ -372,6 +469,7 @@ async fn run(cli: Cli) -> Result<()> {
         name: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default(),
+        network,
     };
     let engine = tokio::task::spawn_blocking(move || Engine::open(config))
         .await

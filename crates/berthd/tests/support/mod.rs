@@ -60,7 +60,17 @@ impl Daemon {
         let docker_config = root.path().join("docker-config");
         std::fs::create_dir_all(&docker_config).unwrap();
         std::fs::create_dir_all(&data_root).unwrap();
-        std::fs::write(root.path().join("daemon.json"), "{}").unwrap();
+        // Each daemon has its own bridge and subnet (tests run daemons side by side).
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let suffix = root.path().file_name().unwrap().to_string_lossy()[11..].to_string();
+        let bridge = format!("bt{}", suffix.to_ascii_lowercase());
+        let bip = format!("10.{}.{}.1/24", 100 + std::process::id() % 100, n % 250);
+        std::fs::write(
+            root.path().join("daemon.json"),
+            format!(r#"{{"bridge": "{bridge}", "bip": "{bip}"}}"#),
+        )
+        .unwrap();
         {
             let store = berth_image::store::ImageStore::open(&data_root).unwrap();
             let id = berth_image::base::import_busybox(&store, Path::new("/bin/busybox")).unwrap();
@@ -257,6 +267,24 @@ impl Drop for Daemon {
             let _ = self.docker_output(&["rm", "-f", "-v", id]);
         }
         self.stop();
+        // The daemon's bridges and firewall table.
+        let out = Command::new(bin("berthd"))
+            .arg("--data-root")
+            .arg(&self.data_root)
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .arg("--config-file")
+            .arg(self.root.path().join("daemon.json"))
+            .arg("--teardown-networks")
+            .output();
+        if let Ok(o) = out {
+            if !o.status.success() {
+                eprintln!(
+                    "berthd --teardown-networks: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                );
+            }
+        }
         // Anything still mounted under the data root is a leak; unmount so the temp dir goes.
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
         let root = self.root.path().to_string_lossy().into_owned();
