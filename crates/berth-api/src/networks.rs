@@ -46,6 +46,13 @@ struct IpamConfig {
     ip_range: Option<String>,
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", default)]
+struct ConnectBody {
+    container: String,
+    endpoint_config: Option<Value>,
+}
+
 fn net_error(e: berth_net::NetError) -> hyper::Response<crate::http::Body> {
     engine_error(&EngineError::net(e))
 }
@@ -94,9 +101,8 @@ pub async fn networks(
                     f("name").is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str())))
                         && f("id").is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str())))
                         && f("driver").is_none_or(|v| v.contains(&n.driver))
-                        && f("type").is_none_or(|v| {
-                            v.iter().any(|x| (x == "builtin") == n.is_builtin())
-                        })
+                        && f("type")
+                            .is_none_or(|v| v.iter().any(|x| (x == "builtin") == n.is_builtin()))
                         && f("label").is_none_or(|v| v.iter().all(|x| label_matches(&n.labels, x)))
                         && f("dangling").is_none_or(|v| {
                             v.iter().any(|x| (x == "true" || x == "1") == dangling())
@@ -150,7 +156,10 @@ pub async fn networks(
                 ]
                 .into(),
             );
-            Ok(json(StatusCode::CREATED, &json!({"Id": n.id, "Warning": ""})))
+            Ok(json(
+                StatusCode::CREATED,
+                &json!({"Id": n.id, "Warning": ""}),
+            ))
         }
         (["prune"], &Method::POST) => {
             let filters = q.filters()?;
@@ -193,11 +202,21 @@ pub async fn networks(
             );
             Ok(status(StatusCode::NO_CONTENT))
         }
-        ([_, "connect"], &Method::POST) | ([_, "disconnect"], &Method::POST) => {
-            Err(crate::http::error(
-                StatusCode::NOT_IMPLEMENTED,
-                "connecting a container to a network after create is not available yet in berth: give the networks at create (--network, then docker network connect before start is not supported either)",
-            ))
+        ([id, action @ ("connect" | "disconnect")], &Method::POST) => {
+            let body = read_body(req.into_body(), MAX_JSON_BODY).await?;
+            let b: ConnectBody = parse_json(&body)?;
+            if b.container.is_empty() {
+                return Err(bad_request("no container given: the body needs Container"));
+            }
+            let r = if *action == "connect" {
+                engine
+                    .network_connect(id, &b.container, b.endpoint_config)
+                    .await
+            } else {
+                engine.network_disconnect(id, &b.container).await
+            };
+            r.map_err(|e| engine_error(&e))?;
+            Ok(status(StatusCode::OK))
         }
         _ => Err(crate::not_found_route(&method, req.uri().path())),
     }

@@ -21,8 +21,10 @@ pub mod events;
 pub mod exec;
 pub mod health;
 pub mod lifecycle;
+pub mod links;
 pub mod monitor;
 pub mod netfiles;
+pub mod networking;
 pub mod query;
 
 pub use engine::{Engine, EngineConfig};

@@ -362,6 +362,10 @@ impl Engine {
         argv: Vec<String>,
         runtime: String,
     ) -> Result<()> {
+        let mut host = host;
+        if let Some(links) = host.links.as_ref().filter(|l| !l.is_empty()) {
+            host.links = Some(self.normalize_links(name, links)?);
+        }
         let dir = self.containers_dir().join(id);
         std::fs::create_dir_all(&dir)
             .map_err(|e| EngineError::io(format!("creating {}", dir.display()), e))?;
@@ -395,7 +399,7 @@ impl Engine {
             hostname_path: dir.join("hostname"),
             resolv_conf_path: dir.join("resolv.conf"),
         };
-        crate::netfiles::write_all(&c).map_err(|e| {
+        crate::netfiles::write_all(&c, "").map_err(|e| {
             EngineError::io("writing /etc/hosts, /etc/hostname and /etc/resolv.conf", e)
         })?;
         c.save(&self.containers_dir())
@@ -783,9 +787,16 @@ impl Engine {
         let state_dir = self.state_dir(&c.id);
         std::fs::create_dir_all(&state_dir)
             .map_err(|e| EngineError::io(format!("creating {}", state_dir.display()), e))?;
-        let attachment = self.connect_networks(&c)?;
+        let (attachment, link_env) = self.connect_networks(&c)?;
         let t_net = t0.elapsed();
-        let launched = self.launch_attached(h, &c, &rootfs.merged, &state_dir, attachment.as_ref());
+        let launched = self.launch_attached(
+            h,
+            &c,
+            &rootfs.merged,
+            &state_dir,
+            attachment.as_ref(),
+            &link_env,
+        );
         match launched {
             Ok((pid, monitor_pid)) => {
                 tracing::debug!(
@@ -852,12 +863,22 @@ impl Engine {
     }
 
     /// Join the container's bridge networks (`None` for host, none and `container:`),
-    /// and rewrite its /etc/hosts and /etc/resolv.conf for them.
-    fn connect_networks(&self, c: &Container) -> Result<Option<berth_net::Attachment>> {
+    /// and rewrite its /etc/hosts and /etc/resolv.conf for them. Also returns the
+    /// environment of its links.
+    fn connect_networks(
+        &self,
+        c: &Container,
+    ) -> Result<(Option<berth_net::Attachment>, Vec<String>)> {
         let names = c.network_names();
         if names.is_empty() || matches!(names[0].as_str(), "host" | "none") {
-            return Ok(None);
+            return Ok((None, Vec::new()));
         }
+        // Links are to containers on the default bridge, resolved before anything is made.
+        let links = if names[0] == "bridge" {
+            self.resolve_links(c)?
+        } else {
+            Vec::new()
+        };
         let cfgs = c.networking_config.endpoints_config.as_ref();
         let mut networks = Vec::new();
         for n in &names {
@@ -909,14 +930,15 @@ impl Engine {
         let att = self.net.attach(&req).map_err(EngineError::net)?;
         let mut with = c.clone();
         with.network = Some(att.clone());
-        if let Err(e) = crate::netfiles::write_all(&with) {
+        let hosts: String = links.iter().map(|l| l.hosts_line()).collect();
+        if let Err(e) = crate::netfiles::write_all(&with, &hosts) {
             self.net.detach(&c.id);
             return Err(EngineError::io(
                 "writing /etc/hosts and /etc/resolv.conf",
                 e,
             ));
         }
-        Ok(Some(att))
+        Ok((Some(att), links.iter().flat_map(|l| l.env()).collect()))
     }
 
     /// Everything of a launch after the networks are joined.
@@ -927,10 +949,12 @@ impl Engine {
         rootfs: &Path,
         state_dir: &Path,
         attachment: Option<&berth_net::Attachment>,
+        link_env: &[String],
     ) -> Result<(i32, i32)> {
         let t0 = std::time::Instant::now();
         let state_dir = state_dir.to_path_buf();
-        let mut spec = self.build_spec_net(c, rootfs, attachment.map(|a| a.netns.as_path()))?;
+        let mut spec =
+            self.build_spec_net(c, rootfs, attachment.map(|a| a.netns.as_path()), link_env)?;
         let oci_runtime = self.oci_runtime(&c.runtime)?;
         if oci_runtime.is_some() {
             for_external_runtime(&mut spec);
@@ -1607,15 +1631,22 @@ impl Engine {
         c: &Container,
         rootfs: &Path,
     ) -> Result<oci_spec::runtime::Spec> {
-        self.build_spec_net(c, rootfs, c.network.as_ref().map(|a| a.netns.as_path()))
+        self.build_spec_net(
+            c,
+            rootfs,
+            c.network.as_ref().map(|a| a.netns.as_path()),
+            &[],
+        )
     }
 
-    /// The spec, joining the network namespace `netns` berth prepared (bridge networks).
+    /// The spec, joining the network namespace `netns` berth prepared (bridge networks),
+    /// with the environment of the container's links under its own.
     pub(crate) fn build_spec_net(
         &self,
         c: &Container,
         rootfs: &Path,
         netns: Option<&Path>,
+        link_env: &[String],
     ) -> Result<oci_spec::runtime::Spec> {
         use crate::spec::{MountKind, MountSpec, NetNs, ShareNs, SpecInput};
         let mut mounts = Vec::new();
@@ -1701,7 +1732,9 @@ impl Engine {
             .chain(c.args.iter().cloned())
             .collect();
         let mut env = c.config.env.clone().unwrap_or_default();
-        env = merge_env(&[format!("HOSTNAME={}", c.config.hostname)], &env);
+        let mut base = vec![format!("HOSTNAME={}", c.config.hostname)];
+        base.extend(link_env.iter().cloned());
+        env = merge_env(&base, &env);
         if c.config.tty && !env.iter().any(|e| e.starts_with("TERM=")) {
             env.push("TERM=xterm".into());
         }

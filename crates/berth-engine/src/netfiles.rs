@@ -5,8 +5,8 @@ use std::io;
 
 use crate::container::Container;
 
-/// Write the three files of `c`.
-pub fn write_all(c: &Container) -> io::Result<()> {
+/// Write the three files of `c`; `links` are /etc/hosts lines for its linked containers.
+pub fn write_all(c: &Container, links: &str) -> io::Result<()> {
     let host_net = c.host_config.network_mode == "host";
     let mut hostname = c.config.hostname.clone();
     if !c.config.domainname.is_empty() {
@@ -32,13 +32,20 @@ pub fn write_all(c: &Container) -> io::Result<()> {
             .split_once('=')
             .or_else(|| extra.split_once(':'))
             .unwrap_or((extra.as_str(), ""));
+        // The host as the container reaches it: its bridge's address.
+        let gateway = c
+            .network
+            .as_ref()
+            .and_then(|a| a.endpoints.first())
+            .map(|e| e.gateway.to_string());
         let ip = if ip == "host-gateway" {
-            "127.0.0.1"
+            gateway.as_deref().unwrap_or("127.0.0.1")
         } else {
             ip
         };
         hosts.push_str(&format!("{ip}\t{name}\n"));
     }
+    hosts.push_str(links);
     std::fs::write(&c.hosts_path, hosts)?;
     std::fs::write(&c.resolv_conf_path, resolv_conf(c, host_net))?;
     Ok(())

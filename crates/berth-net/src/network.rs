@@ -774,64 +774,13 @@ impl Networks {
             let mut user_net = false;
             for (i, er) in req.networks.iter().enumerate() {
                 let n = Self::find(&st, &er.network)?.clone();
-                if n.driver != "bridge" {
-                    return Err(NetError::Invalid(format!(
-                        "container cannot be connected to network {} together with others",
-                        n.name
-                    )));
-                }
                 if endpoints.iter().any(|e: &Endpoint| e.network_id == n.id) {
                     continue;
                 }
                 user_net |= n.name != "bridge";
-                let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
-                    return Err(NetError::Io(format!("network {} has no subnet", n.name)));
-                };
-                if er.ip.is_some() && !n.user_ipam {
-                    return Err(NetError::Invalid(
-                        "user specified IP address is supported only when connecting to networks with user configured subnets".into(),
-                    ));
-                }
-                let used: BTreeSet<Ipv4Addr> = st
-                    .attachments
-                    .values()
-                    .flat_map(|a| a.endpoints.iter())
-                    .filter(|e| e.network_id == n.id)
-                    .map(|e| e.ip)
-                    .collect();
-                let mut pool = Pool {
-                    subnet,
-                    range: n.ip_range.unwrap_or(subnet),
-                    gateway,
-                    last: st.last.get(&n.id).copied(),
-                };
-                let ip = pool.allocate(&used, er.ip).map_err(|e| match e {
-                    ipam::IpamError::Exhausted(_) => NetError::Forbidden(format!(
-                        "no available IPv4 addresses on network {}: {e}",
-                        n.name
-                    )),
-                    e => NetError::Invalid(format!("network {}: {e}", n.name)),
-                })?;
-                if let Some(l) = pool.last {
-                    st.last.insert(n.id.clone(), l);
-                }
-                let mac = match (i, req.mac) {
-                    (0, Some(m)) => m,
-                    _ => netlink::mac_for(ip),
-                };
-                endpoints.push(Endpoint {
-                    network_id: n.id.clone(),
-                    network_name: n.name.clone(),
-                    endpoint_id: random_hex(32),
-                    ip,
-                    prefix: subnet.prefix_len(),
-                    gateway,
-                    mac: netlink::format_mac(mac),
-                    host_veth: format!("veth{}{}", &id[..9.min(id.len())], endpoints.len()),
-                    iface: format!("eth{}", endpoints.len()),
-                    aliases: er.aliases.clone(),
-                    static_ip: er.ip.is_some(),
-                });
+                let mac = if i == 0 { req.mac } else { None };
+                let ep = Self::new_endpoint(&mut st, &n, er, id, endpoints.len(), mac)?;
+                endpoints.push(ep);
             }
             let mut published = Vec::new();
             let mut held = Vec::new();
@@ -861,12 +810,7 @@ impl Networks {
                 ports: published,
                 upstreams: req.upstreams.clone(),
             };
-            let data = serde_json::to_vec(&att).map_err(|e| NetError::Io(e.to_string()))?;
-            let path = self.attachment_path(id);
-            if let Some(d) = path.parent() {
-                std::fs::create_dir_all(d).map_err(io_err("creating the attachments directory"))?;
-            }
-            save(&path, &data, false).map_err(io_err("recording the attachment"))?;
+            self.save_attachment(&att)?;
             st.attachments.insert(id.clone(), att.clone());
             st.reservations.insert(id.clone(), held);
             (att, user_net)
@@ -876,41 +820,7 @@ impl Networks {
             netns::create(&netns_path).map_err(io_err("creating the network namespace"))?;
         let mut host = Netlink::new().map_err(io_err("opening netlink"))?;
         for (i, ep) in att.endpoints.iter().enumerate() {
-            let bridge = self.get(&ep.network_id)?.bridge;
-            let master = host
-                .link(&bridge)
-                .map_err(io_err("looking up the bridge"))?
-                .ok_or_else(|| {
-                    NetError::Io(format!(
-                        "the bridge {bridge} of network {} is gone: restart berthd to recreate it",
-                        ep.network_name
-                    ))
-                })?
-                .index;
-            let mac = netlink::parse_mac(&ep.mac).unwrap_or_else(|| netlink::mac_for(ep.ip));
-            host.create_veth(
-                &ep.host_veth,
-                master,
-                &ep.iface,
-                std::os::fd::AsRawFd::as_raw_fd(&ns),
-                mac,
-                self.cfg.mtu,
-            )
-            .map_err(io_err(format_args!(
-                "connecting to network {}",
-                ep.network_name
-            )))?;
-            let index = inside
-                .set_up_by_name(&ep.iface)
-                .map_err(io_err("bringing the container's interface up"))?;
-            inside
-                .add_address(index, ep.ip, ep.prefix)
-                .map_err(io_err("addressing the container's interface"))?;
-            if i == 0 {
-                inside
-                    .add_default_route(ep.gateway)
-                    .map_err(io_err("routing the container"))?;
-            }
+            self.wire(&mut host, &mut inside, &ns, ep, i == 0)?;
         }
         if !att.ports.is_empty() {
             self.apply_firewall(&self.lock())?;
@@ -918,6 +828,214 @@ impl Networks {
         if user_net {
             self.start_dns(&att.container_id, &ns)?;
         }
+        Ok(att)
+    }
+
+    /// Give container `id` an address on `n` for its interface number `index` (under the
+    /// state lock).
+    fn new_endpoint(
+        st: &mut State,
+        n: &Network,
+        er: &EndpointRequest,
+        id: &str,
+        index: usize,
+        mac: Option<[u8; 6]>,
+    ) -> Result<Endpoint> {
+        if n.driver != "bridge" {
+            return Err(NetError::Invalid(format!(
+                "container cannot be connected to network {} together with others",
+                n.name
+            )));
+        }
+        let (Some(subnet), Some(gateway)) = (n.subnet, n.gateway) else {
+            return Err(NetError::Io(format!("network {} has no subnet", n.name)));
+        };
+        if er.ip.is_some() && !n.user_ipam {
+            return Err(NetError::Invalid(
+                "user specified IP address is supported only when connecting to networks with user configured subnets".into(),
+            ));
+        }
+        let used: BTreeSet<Ipv4Addr> = st
+            .attachments
+            .values()
+            .flat_map(|a| a.endpoints.iter())
+            .filter(|e| e.network_id == n.id)
+            .map(|e| e.ip)
+            .collect();
+        let mut pool = Pool {
+            subnet,
+            range: n.ip_range.unwrap_or(subnet),
+            gateway,
+            last: st.last.get(&n.id).copied(),
+        };
+        let ip = pool.allocate(&used, er.ip).map_err(|e| match e {
+            ipam::IpamError::Exhausted(_) => NetError::Forbidden(format!(
+                "no available IPv4 addresses on network {}: {e}",
+                n.name
+            )),
+            e => NetError::Invalid(format!("network {}: {e}", n.name)),
+        })?;
+        if let Some(l) = pool.last {
+            st.last.insert(n.id.clone(), l);
+        }
+        Ok(Endpoint {
+            network_id: n.id.clone(),
+            network_name: n.name.clone(),
+            endpoint_id: random_hex(32),
+            ip,
+            prefix: subnet.prefix_len(),
+            gateway,
+            mac: netlink::format_mac(mac.unwrap_or_else(|| netlink::mac_for(ip))),
+            host_veth: format!("veth{}{}", &id[..9.min(id.len())], index),
+            iface: format!("eth{index}"),
+            aliases: er.aliases.clone(),
+            static_ip: er.ip.is_some(),
+        })
+    }
+
+    /// Create the veth pair of `ep` into the namespace `ns` and configure its inside end
+    /// (with the default route through it when `route`).
+    fn wire(
+        &self,
+        host: &mut Netlink,
+        inside: &mut Netlink,
+        ns: &std::fs::File,
+        ep: &Endpoint,
+        route: bool,
+    ) -> Result<()> {
+        let bridge = self.get(&ep.network_id)?.bridge;
+        let master = host
+            .link(&bridge)
+            .map_err(io_err("looking up the bridge"))?
+            .ok_or_else(|| {
+                NetError::Io(format!(
+                    "the bridge {bridge} of network {} is gone: restart berthd to recreate it",
+                    ep.network_name
+                ))
+            })?
+            .index;
+        let mac = netlink::parse_mac(&ep.mac).unwrap_or_else(|| netlink::mac_for(ep.ip));
+        host.create_veth(
+            &ep.host_veth,
+            master,
+            &ep.iface,
+            std::os::fd::AsRawFd::as_raw_fd(ns),
+            mac,
+            self.cfg.mtu,
+        )
+        .map_err(io_err(format_args!(
+            "connecting to network {}",
+            ep.network_name
+        )))?;
+        let index = inside
+            .set_up_by_name(&ep.iface)
+            .map_err(io_err("bringing the container's interface up"))?;
+        inside
+            .add_address(index, ep.ip, ep.prefix)
+            .map_err(io_err("addressing the container's interface"))?;
+        if route {
+            inside
+                .add_default_route(ep.gateway)
+                .map_err(io_err("routing the container"))?;
+        }
+        Ok(())
+    }
+
+    fn save_attachment(&self, att: &Attachment) -> Result<()> {
+        let data = serde_json::to_vec(att).map_err(|e| NetError::Io(e.to_string()))?;
+        let path = self.attachment_path(&att.container_id);
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d).map_err(io_err("creating the attachments directory"))?;
+        }
+        save(&path, &data, false).map_err(io_err("recording the attachment"))
+    }
+
+    /// `docker network connect` of a running container: one more interface.
+    pub fn connect(&self, container_id: &str, er: &EndpointRequest) -> Result<Attachment> {
+        let (ep, ns_path) = {
+            let mut st = self.lock();
+            let n = Self::find(&st, &er.network)?.clone();
+            let Some(att) = st.attachments.get(container_id) else {
+                return Err(NetError::Conflict(format!(
+                    "container {container_id} holds no network namespace of berth's (host, none or container: network mode)"
+                )));
+            };
+            if att.endpoints.iter().any(|e| e.network_id == n.id) {
+                return Err(NetError::Forbidden(format!(
+                    "endpoint with name {} already exists in network {}",
+                    att.name, n.name
+                )));
+            }
+            let index = att
+                .endpoints
+                .iter()
+                .filter_map(|e| e.iface.strip_prefix("eth")?.parse::<usize>().ok())
+                .max()
+                .map_or(0, |m| m + 1);
+            let ns_path = att.netns.clone();
+            let ep = Self::new_endpoint(&mut st, &n, er, container_id, index, None)?;
+            let att = st.attachments.get_mut(container_id).expect("checked above");
+            att.endpoints.push(ep.clone());
+            let att = att.clone();
+            if let Err(e) = self.save_attachment(&att) {
+                if let Some(a) = st.attachments.get_mut(container_id) {
+                    a.endpoints.retain(|x| x.endpoint_id != ep.endpoint_id);
+                }
+                return Err(e);
+            }
+            (ep, ns_path)
+        };
+        let wired = (|| {
+            let ns = std::fs::File::open(&ns_path)
+                .map_err(io_err("opening the container's network namespace"))?;
+            let mut inside =
+                netns::netlink_in(&ns).map_err(io_err("entering the network namespace"))?;
+            let mut host = Netlink::new().map_err(io_err("opening netlink"))?;
+            self.wire(&mut host, &mut inside, &ns, &ep, false)?;
+            if ep.network_name != "bridge" && !self.lock().dns.contains_key(container_id) {
+                self.start_dns(container_id, &ns)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = wired {
+            let _ = self.disconnect(container_id, &ep.network_id);
+            return Err(e);
+        }
+        self.attachment(container_id)
+            .ok_or_else(|| NetError::Io("the container stopped meanwhile".into()))
+    }
+
+    /// `docker network disconnect` of a running container: its interface on `network` goes.
+    pub fn disconnect(&self, container_id: &str, network: &str) -> Result<Attachment> {
+        let (ep, att) = {
+            let mut st = self.lock();
+            let nid = Self::find(&st, network)
+                .map(|n| n.id.clone())
+                .unwrap_or_else(|_| network.to_string());
+            let Some(att) = st.attachments.get_mut(container_id) else {
+                return Err(NetError::Conflict(format!(
+                    "container {container_id} is not connected to network {network}"
+                )));
+            };
+            let Some(pos) = att.endpoints.iter().position(|e| e.network_id == nid) else {
+                return Err(NetError::Conflict(format!(
+                    "container {} is not connected to network {network}",
+                    att.name
+                )));
+            };
+            let ep = att.endpoints.remove(pos);
+            let att = att.clone();
+            self.save_attachment(&att)?;
+            if !att.endpoints.iter().any(|e| e.network_name != "bridge") {
+                st.dns.remove(container_id);
+            }
+            (ep, att)
+        };
+        let mut nl = Netlink::new().map_err(io_err("opening netlink"))?;
+        nl.delete_link(&ep.host_veth).map_err(io_err(format_args!(
+            "removing the interface on {}",
+            ep.network_name
+        )))?;
         Ok(att)
     }
 

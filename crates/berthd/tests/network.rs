@@ -680,3 +680,147 @@ fn nothing_leaks_after_many_cycles_or_a_daemon_kill() {
     d.docker(&["rm", "-f", "long", "short", "cycler"]);
     assert_eq!(leftovers(&d), (0, 0));
 }
+
+#[test]
+fn links_connect_disconnect_and_internal_networks() {
+    let d = Daemon::start();
+    // Legacy links: Docker's variables and /etc/hosts line.
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "db",
+        "--hostname",
+        "dbhost",
+        "-e",
+        "PGUSER=me",
+        "--expose",
+        "5432",
+        "busybox",
+        "sleep",
+        "300",
+    ]);
+    let ip = d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "db"]);
+    let ip = ip.trim();
+    let out = d.docker(&[
+        "run",
+        "--name",
+        "web",
+        "--link",
+        "db:base",
+        "--add-host",
+        "gw:host-gateway",
+        "busybox",
+        "sh",
+        "-c",
+        "env | sort; cat /etc/hosts",
+    ]);
+    for want in [
+        format!("BASE_PORT=tcp://{ip}:5432"),
+        format!("BASE_PORT_5432_TCP=tcp://{ip}:5432"),
+        format!("BASE_PORT_5432_TCP_ADDR={ip}"),
+        "BASE_PORT_5432_TCP_PORT=5432".to_string(),
+        "BASE_PORT_5432_TCP_PROTO=tcp".to_string(),
+        "BASE_NAME=/web/base".to_string(),
+        "BASE_ENV_PGUSER=me".to_string(),
+        format!("{ip}\tbase dbhost db"),
+    ] {
+        assert!(out.contains(&want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("BASE_ENV_PATH"), "{out}");
+    let gw = d.docker(&["inspect", "-f", "{{.NetworkSettings.Gateway}}", "db"]);
+    assert!(
+        out.contains(&format!("{}\tgw", gw.trim())),
+        "host-gateway: {out}"
+    );
+    let links = d.docker(&["inspect", "-f", "{{json .HostConfig.Links}}", "web"]);
+    assert_eq!(links.trim(), r#"["/db:/web/base"]"#);
+    d.docker(&["rm", "web"]);
+    let o = d.docker_output(&["run", "--rm", "--link", "nosuch:x", "busybox", "true"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("nosuch"),
+        "{o:?}"
+    );
+
+    // connect and disconnect a running container.
+    let n = std::process::id() % 200;
+    let sub = format!("10.{}.4.0/24", 20 + n % 30);
+    d.docker(&["network", "create", "--subnet", &sub, "n1"]);
+    d.docker(&["network", "connect", "--alias", "pg", "n1", "db"]);
+    let eth1 = d.docker(&["exec", "db", "ip", "-o", "-4", "addr", "show", "eth1"]);
+    let n1_ip = d.docker(&[
+        "inspect",
+        "-f",
+        "{{.NetworkSettings.Networks.n1.IPAddress}}",
+        "db",
+    ]);
+    assert!(
+        eth1.contains(n1_ip.trim()) && !n1_ip.trim().is_empty(),
+        "{eth1} / {n1_ip}"
+    );
+    let found = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "n1",
+        "busybox",
+        "nslookup",
+        "pg",
+    ]);
+    assert!(found.contains(n1_ip.trim()), "{found}");
+    let o = d.docker_output(&["network", "connect", "n1", "db"]);
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("already exists"),
+        "{o:?}"
+    );
+    d.docker(&["network", "disconnect", "n1", "db"]);
+    let o = d.docker_output(&["exec", "db", "ip", "link", "show", "eth1"]);
+    assert!(!o.status.success(), "eth1 must be gone");
+    assert_eq!(
+        d.docker(&["inspect", "-f", "{{len .NetworkSettings.Networks}}", "db"])
+            .trim(),
+        "1"
+    );
+    // Connecting a stopped container takes effect at its start.
+    d.docker(&[
+        "create", "--name", "later", "busybox", "ip", "-o", "-4", "addr",
+    ]);
+    d.docker(&["network", "connect", "n1", "later"]);
+    d.docker(&["start", "later"]);
+    d.docker(&["wait", "later"]);
+    let logs = d.docker(&["logs", "later"]);
+    assert!(logs.contains("eth0") && logs.contains("eth1"), "{logs}");
+    assert!(logs.contains(&sub[..sub.len() - 4]), "{logs}");
+
+    // An internal network reaches nothing outside it; the default bridge does.
+    let remote = RemoteHost::new("int", 253);
+    let isub = format!("10.{}.5.0/24", 20 + n % 30);
+    d.docker(&[
+        "network",
+        "create",
+        "--internal",
+        "--subnet",
+        &isub,
+        "inside",
+    ]);
+    let probe = format!(
+        "ping -c1 -W2 {} >/dev/null && echo REACHED || echo BLOCKED",
+        remote.ip
+    );
+    let out = d.docker(&["run", "--rm", "busybox", "sh", "-c", &probe]);
+    assert!(out.contains("REACHED"), "default bridge: {out}");
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "inside",
+        "busybox",
+        "sh",
+        "-c",
+        &probe,
+    ]);
+    assert!(out.contains("BLOCKED"), "internal network: {out}");
+    d.docker(&["rm", "-f", "db", "later"]);
+    d.docker(&["network", "rm", "n1", "inside"]);
+    assert_eq!(leftovers(&d), (0, 0));
+}
