@@ -726,11 +726,10 @@ fn external_oci_runtimes() {
 
     // daemon.json: a runtime under another name, and a default.
     d.stop();
-    std::fs::write(
-        d.root.path().join("daemon.json"),
-        r#"{"runtimes": {"my-runc": {"path": "/usr/sbin/runc"}}, "default-runtime": "crun"}"#,
-    )
-    .unwrap();
+    d.edit_daemon_json(serde_json::json!({
+        "runtimes": {"my-runc": {"path": "/usr/sbin/runc"}},
+        "default-runtime": "crun",
+    }));
     d.spawn();
     assert_eq!(
         d.docker(&["info", "--format", "{{.DefaultRuntime}}"])

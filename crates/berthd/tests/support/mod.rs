@@ -140,6 +140,17 @@ impl Daemon {
         }
     }
 
+    /// Add keys to daemon.json (its own bridge and subnet stay).
+    pub fn edit_daemon_json(&self, keys: serde_json::Value) {
+        let path = self.root.path().join("daemon.json");
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        if let (Some(o), Some(k)) = (v.as_object_mut(), keys.as_object()) {
+            o.extend(k.clone());
+        }
+        std::fs::write(&path, v.to_string()).unwrap();
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root.path().join("berthd.log")).unwrap_or_default()
     }

@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Benchmark: what networking costs, berthd side by side with Debian's dockerd (docker.io,
+# its default bridge, iptables and userland proxy), in one sitting, through the same
+# docker CLI.
+#   - start: docker run --rm busybox true on the default bridge vs --network none
+#     (median of N, default 30), and berthd's own measure of the network set-up per start
+#   - iperf3 TCP throughput container -> host (the bridge address)
+#   - iperf3 through a published port: from another "host" (a network namespace joined by a
+#     veth pair: DNAT for both engines) and from the host through localhost (berth: DNAT
+#     with route_localnet; dockerd: its userland proxy, docker-proxy)
+# Timings only; nothing here passes or fails. Needs root; installs docker.io, iperf3,
+# hyperfine. Traffic stays on this machine.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${1:-30}
+secs=${IPERF_SECONDS:-5}
+for p in docker.io iperf3 hyperfine nftables; do
+    dpkg -s "$p" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
+done
+cargo build --release --workspace >/dev/null
+DOCKER=/usr/local/bin/docker
+work=$(mktemp -d /var/tmp/berth-net-bench.XXXXXX)
+run=/run/bnb-$$
+ns=bnb-remote-$$
+mkdir -p "$run"
+berthd_pid= dockerd_pid=
+forward=$(iptables -S FORWARD 2>/dev/null | head -1 || true)
+cleanup() {
+    set +e
+    for h in "unix://$run/berth.sock" "unix://$run/docker.sock"; do
+        ids=$($DOCKER -H "$h" ps -aq 2>/dev/null) && [ -n "$ids" ] && $DOCKER -H "$h" rm -f $ids >/dev/null 2>&1
+    done
+    [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
+    [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
+    target/release/berthd --data-root "$work/berth" --exec-root "$run/berth" \
+        --config-file "$work/berthd.json" --teardown-networks 2>/dev/null
+    ip link del docker0 2>/dev/null
+    # dockerd sets the FORWARD policy to DROP: put back what was there.
+    [ "$forward" = "-P FORWARD ACCEPT" ] && iptables -P FORWARD ACCEPT
+    ip netns pids "$ns" 2>/dev/null | xargs -r kill
+    ip link del vbnb$$ 2>/dev/null
+    ip netns del "$ns" 2>/dev/null
+    pkill -f "iperf3 -s -p 5299" 2>/dev/null
+    umount -R "$work"/docker/* 2>/dev/null
+    rm -rf "$work" "$run"
+}
+trap cleanup EXIT
+
+scripts/make-busybox-rootfs.sh "$work/rootfs" >/dev/null 2>&1
+tar -C "$work/rootfs" -cf "$work/busybox.tar" .
+
+echo '{"bridge": "bnb0", "bip": "10.199.0.1/24"}' >"$work/berthd.json"
+BERTHD_LOG=warn,berth_engine=debug target/release/berthd -H "unix://$run/berth.sock" \
+    --data-root "$work/berth" --exec-root "$run/berth" --config-file "$work/berthd.json" \
+    2>"$work/berthd.log" &
+berthd_pid=$!
+dockerd -H "unix://$run/docker.sock" --data-root "$work/docker" --exec-root "$run/docker" \
+    --pidfile "$run/docker.pid" --bip 10.198.0.1/24 \
+    --containerd-namespace berth-bench --containerd-plugins-namespace berth-bench-plugins \
+    >"$work/dockerd.log" 2>&1 &
+dockerd_pid=$!
+for s in berth docker; do
+    for _ in $(seq 200); do [ -S "$run/$s.sock" ] && $DOCKER -H "unix://$run/$s.sock" version >/dev/null 2>&1 && break; sleep 0.1; done
+    $DOCKER -H "unix://$run/$s.sock" import -c 'CMD ["sh"]' "$work/busybox.tar" busybox:latest >/dev/null
+done
+# dockerd turned the FORWARD policy to DROP: berth's containers need it open (berth's own
+# table accepts, but a drop in any table wins).
+iptables -P FORWARD ACCEPT
+B="$DOCKER -H unix://$run/berth.sock"
+D="$DOCKER -H unix://$run/docker.sock"
+
+echo "== start: docker run --rm busybox true, bridge vs --network none (median of $runs)"
+hyperfine -N --warmup 3 --runs "$runs" --export-json "$work/start.json" \
+    -n "berthd none" "$B run --rm --network none busybox true" \
+    -n "berthd bridge" "$B run --rm busybox true" \
+    -n "dockerd none" "$D run --rm --network none busybox true" \
+    -n "dockerd bridge" "$D run --rm busybox true" >/dev/null 2>&1
+python3 - "$work/start.json" <<'PY'
+import json, sys
+r = {x["command"]: x["median"] * 1000 for x in json.load(open(sys.argv[1]))["results"]}
+for e in ("berthd", "dockerd"):
+    print(f'  {e:8s} none {r[e+" none"]:7.1f} ms   bridge {r[e+" bridge"]:7.1f} ms   networking adds {r[e+" bridge"]-r[e+" none"]:6.1f} ms')
+PY
+python3 - "$work/berthd.log" <<'PY'
+import re, statistics, sys
+v = [int(x) / 1000 for x in re.findall(r"network_us=(\d+)", open(sys.argv[1]).read())]
+v = [x for x in v if x > 0.05]
+if v:
+    print(f"  berthd's own measure of a bridge start's network set-up: median {statistics.median(v):.2f} ms (n={len(v)})")
+PY
+
+vols="-v /usr:/usr:ro -v /lib:/lib:ro -v /lib64:/lib64:ro"
+iperf_bps() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['end']['sum_received']['bits_per_second']/1e9, 2))"; }
+
+echo "== iperf3: container -> host (${secs} s, Gbit/s)"
+iperf3 -s -p 5299 -D
+sleep 0.3
+for e in B D; do
+    gw=$([ $e = B ] && echo 10.199.0.1 || echo 10.198.0.1)
+    bps=$(${!e} run --rm $vols busybox /usr/bin/iperf3 -c "$gw" -p 5299 -t "$secs" -J | iperf_bps)
+    printf '  %-8s %6s Gbit/s\n' "$([ $e = B ] && echo berthd || echo dockerd)" "$bps"
+done
+pkill -f "iperf3 -s -p 5299" || true
+
+# Another "host": a namespace with a veth to this one.
+ip netns add "$ns"
+ip link add vbnb$$ type veth peer name eth0 netns "$ns"
+ip addr add 10.197.0.1/30 dev vbnb$$ && ip link set vbnb$$ up
+ip -n "$ns" addr add 10.197.0.2/30 dev eth0 && ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up
+
+echo "== iperf3 through a published port (${secs} s, Gbit/s)"
+for e in B D; do
+    name=$([ $e = B ] && echo berthd || echo dockerd)
+    port=$([ $e = B ] && echo 15201 || echo 15202)
+    id=$(${!e} run -d -p "$port:5201" $vols busybox /usr/bin/iperf3 -s)
+    sleep 1
+    remote=$(ip netns exec "$ns" iperf3 -c 10.197.0.1 -p "$port" -t "$secs" -J | iperf_bps)
+    local=$(iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -J | iperf_bps)
+    printf '  %-8s from another host (DNAT): %6s   from localhost: %6s\n' "$name" "$remote" "$local"
+    ${!e} rm -f "$id" >/dev/null
+done
