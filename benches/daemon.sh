@@ -28,6 +28,8 @@ cleanup() {
     podman rmi -f localhost/busybox:latest >/dev/null 2>&1
     [ -n "$berthd_pid" ] && kill "$berthd_pid" && wait "$berthd_pid"
     [ -n "$dockerd_pid" ] && kill "$dockerd_pid" && wait "$dockerd_pid"
+    target/release/berthd --data-root "$work/berth" --exec-root "$run/berth" \
+        --config-file "$work/berthd.json" --teardown-networks 2>/dev/null
     # dockerd sets the FORWARD policy to DROP: put back what was there.
     [ "$forward" = "-P FORWARD ACCEPT" ] && iptables -P FORWARD ACCEPT
     if [ -n "$mounted_hugetlb" ]; then umount /sys/fs/cgroup/hugetlb && rmdir /sys/fs/cgroup/hugetlb; fi
@@ -45,7 +47,7 @@ fi
 scripts/make-busybox-rootfs.sh "$work/rootfs" >/dev/null 2>&1
 tar -C "$work/rootfs" -cf "$work/busybox.tar" .
 
-echo '{}' >"$work/berthd.json"
+echo '{"bridge": "bdb0", "bip": "10.196.0.1/24"}' >"$work/berthd.json"
 BERTHD_LOG=warn target/release/berthd -H "unix://$run/berth.sock" --data-root "$work/berth" \
     --exec-root "$run/berth" --config-file "$work/berthd.json" 2>"$work/berthd.log" &
 berthd_pid=$!

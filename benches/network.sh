@@ -24,7 +24,9 @@ run=/run/bnb-$$
 ns=bnb-remote-$$
 mkdir -p "$run"
 berthd_pid= dockerd_pid=
-forward=$(iptables -S FORWARD 2>/dev/null | head -1 || true)
+# dockerd writes its own iptables rules (and a FORWARD policy of DROP) and leaves them
+# behind: the whole ruleset is put back as it was.
+nft list ruleset >"$work/ruleset.before"
 cleanup() {
     set +e
     for h in "unix://$run/berth.sock" "unix://$run/docker.sock"; do
@@ -35,8 +37,7 @@ cleanup() {
     target/release/berthd --data-root "$work/berth" --exec-root "$run/berth" \
         --config-file "$work/berthd.json" --teardown-networks 2>/dev/null
     ip link del docker0 2>/dev/null
-    # dockerd sets the FORWARD policy to DROP: put back what was there.
-    [ "$forward" = "-P FORWARD ACCEPT" ] && iptables -P FORWARD ACCEPT
+    nft flush ruleset && nft -f "$work/ruleset.before"
     ip netns pids "$ns" 2>/dev/null | xargs -r kill
     ip link del vbnb$$ 2>/dev/null
     ip netns del "$ns" 2>/dev/null
@@ -83,21 +84,32 @@ for e in ("berthd", "dockerd"):
 PY
 python3 - "$work/berthd.log" <<'PY'
 import re, statistics, sys
-v = [int(x) / 1000 for x in re.findall(r"network_us=(\d+)", open(sys.argv[1]).read())]
+log = re.sub(r"\x1b\[[0-9;]*m", "", open(sys.argv[1]).read())
+v = [int(x) / 1000 for x in re.findall(r"network_us=(\d+)", log)]
 v = [x for x in v if x > 0.05]
 if v:
     print(f"  berthd's own measure of a bridge start's network set-up: median {statistics.median(v):.2f} ms (n={len(v)})")
 PY
 
 vols="-v /usr:/usr:ro -v /lib:/lib:ro -v /lib64:/lib64:ro"
-iperf_bps() { python3 -c "import json,sys; print(round(json.load(sys.stdin)['end']['sum_received']['bits_per_second']/1e9, 2))"; }
+# Gbit/s received, from iperf3's JSON (or why it failed).
+iperf_bps() {
+    python3 -c "
+import json, sys
+raw = sys.stdin.read()
+try:
+    print(round(json.loads(raw)['end']['sum_received']['bits_per_second'] / 1e9, 2))
+except Exception:
+    print('failed: ' + raw.strip()[-200:].replace(chr(10), ' '))
+"
+}
 
 echo "== iperf3: container -> host (${secs} s, Gbit/s)"
 iperf3 -s -p 5299 -D
 sleep 0.3
 for e in B D; do
     gw=$([ $e = B ] && echo 10.199.0.1 || echo 10.198.0.1)
-    bps=$(${!e} run --rm $vols busybox /usr/bin/iperf3 -c "$gw" -p 5299 -t "$secs" -J | iperf_bps)
+    bps=$(${!e} run --rm $vols busybox /usr/bin/iperf3 -c "$gw" -p 5299 -t "$secs" -J 2>&1 | iperf_bps)
     printf '  %-8s %6s Gbit/s\n' "$([ $e = B ] && echo berthd || echo dockerd)" "$bps"
 done
 pkill -f "iperf3 -s -p 5299" || true
@@ -114,8 +126,8 @@ for e in B D; do
     port=$([ $e = B ] && echo 15201 || echo 15202)
     id=$(${!e} run -d -p "$port:5201" $vols busybox /usr/bin/iperf3 -s)
     sleep 1
-    remote=$(ip netns exec "$ns" iperf3 -c 10.197.0.1 -p "$port" -t "$secs" -J | iperf_bps)
-    local=$(iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -J | iperf_bps)
+    remote=$(ip netns exec "$ns" iperf3 -c 10.197.0.1 -p "$port" -t "$secs" -J 2>&1 | iperf_bps)
+    local=$(iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -J 2>&1 | iperf_bps)
     printf '  %-8s from another host (DNAT): %6s   from localhost: %6s\n' "$name" "$remote" "$local"
     ${!e} rm -f "$id" >/dev/null
 done

@@ -779,7 +779,7 @@ impl Networks {
                 }
                 user_net |= n.name != "bridge";
                 let mac = if i == 0 { req.mac } else { None };
-                let ep = Self::new_endpoint(&mut st, &n, er, id, endpoints.len(), mac)?;
+                let ep = Self::new_endpoint(&mut st, &n, er, endpoints.len(), mac)?;
                 endpoints.push(ep);
             }
             let mut published = Vec::new();
@@ -831,13 +831,12 @@ impl Networks {
         Ok(att)
     }
 
-    /// Give container `id` an address on `n` for its interface number `index` (under the
-    /// state lock).
+    /// An address on `n` for a container's interface number `index` (under the state
+    /// lock).
     fn new_endpoint(
         st: &mut State,
         n: &Network,
         er: &EndpointRequest,
-        id: &str,
         index: usize,
         mac: Option<[u8; 6]>,
     ) -> Result<Endpoint> {
@@ -886,7 +885,9 @@ impl Networks {
             prefix: subnet.prefix_len(),
             gateway,
             mac: netlink::format_mac(mac.unwrap_or_else(|| netlink::mac_for(ip))),
-            host_veth: format!("veth{}{}", &id[..9.min(id.len())], index),
+            // Random, as Docker's: a restarted container's new veth must not collide with
+            // its old one, which the kernel may still be removing.
+            host_veth: format!("veth{}", random_hex(5)),
             iface: format!("eth{index}"),
             aliases: er.aliases.clone(),
             static_ip: er.ip.is_some(),
@@ -973,7 +974,7 @@ impl Networks {
                 .max()
                 .map_or(0, |m| m + 1);
             let ns_path = att.netns.clone();
-            let ep = Self::new_endpoint(&mut st, &n, er, container_id, index, None)?;
+            let ep = Self::new_endpoint(&mut st, &n, er, index, None)?;
             let att = st.attachments.get_mut(container_id).expect("checked above");
             att.endpoints.push(ep.clone());
             let att = att.clone();
@@ -1055,7 +1056,7 @@ impl Networks {
     /// Release everything a container held: interfaces, namespace, addresses, ports.
     /// Safe to call for a container that holds nothing.
     pub fn detach(&self, container_id: &str) {
-        let att = {
+        {
             let mut st = self.lock();
             st.reservations.remove(container_id);
             st.dns.remove(container_id);
@@ -1065,17 +1066,13 @@ impl Networks {
                     tracing::warn!(container = %container_id, error = %e, "removing published ports");
                 }
             }
-            att
-        };
-        if let Some(att) = &att {
-            if let Ok(mut nl) = Netlink::new() {
-                for ep in &att.endpoints {
-                    if let Err(e) = nl.delete_link(&ep.host_veth) {
-                        tracing::warn!(container = %container_id, error = %e, "removing a veth");
-                    }
-                }
-            }
         }
+        // The veths are not deleted one by one: deleting a veth waits for an RCU grace
+        // period (~17 ms here), on the critical path of `docker run --rm`. Unmounting the
+        // namespace drops its last reference once the container's processes are gone, and
+        // the kernel then removes its interfaces (the host ends with them) in the
+        // background. Addresses are handed out round-robin, so one is not reused while
+        // its old interface may still be going away.
         if let Err(e) = netns::remove(&self.netns_path(container_id)) {
             tracing::warn!(container = %container_id, error = %e, "removing the network namespace");
         }

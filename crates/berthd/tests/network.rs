@@ -132,6 +132,20 @@ fn leftovers(d: &Daemon) -> (usize, usize) {
     (veths, netns)
 }
 
+/// Wait for the kernel to finish removing the interfaces of ended containers (it does so in
+/// the background once their namespace is gone), then check what is left.
+fn settles(d: &Daemon, want: (usize, usize)) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while leftovers(d) != want && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        leftovers(d),
+        want,
+        "(veths on the daemon's bridges, namespace files)"
+    );
+}
+
 fn table_of(d: &Daemon) -> String {
     let dj: serde_json::Value =
         serde_json::from_slice(&std::fs::read(d.root.path().join("daemon.json")).unwrap()).unwrap();
@@ -200,7 +214,7 @@ fn published_ports_reach_the_container_from_another_host_and_from_localhost() {
     assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_ok());
     let rules = ok(&format!("nft list table ip {}", table_of(&d)));
     assert!(!rules.contains(&format!("dport {port}")), "{rules}");
-    assert_eq!(leftovers(&d), (0, 0));
+    settles(&d, (0, 0));
     assert_eq!(
         d.docker(&["inspect", "-f", "{{.NetworkSettings.IPAddress}}", "web"])
             .trim(),
@@ -276,7 +290,7 @@ fn containers_reach_other_hosts_through_nat_and_publish_all_exposed_ports() {
     ]);
     assert!(via_host.contains("served-by-"), "{via_host}");
     d.docker(&["rm", "-f", id]);
-    assert_eq!(leftovers(&d), (0, 0));
+    settles(&d, (0, 0));
 }
 
 #[test]
@@ -410,7 +424,7 @@ fn user_networks_resolve_names_and_aliases_and_are_isolated() {
     let pruned = d.docker(&["network", "prune", "-f"]);
     assert!(pruned.contains("netb"), "{pruned}");
     assert_eq!(d.docker(&["network", "ls", "-q"]).lines().count(), 3);
-    assert_eq!(leftovers(&d), (0, 0));
+    settles(&d, (0, 0));
 }
 
 #[test]
@@ -463,7 +477,7 @@ fn network_modes_host_none_and_container() {
     assert!(out.contains(&format!("inet {}/", ip.trim())), "{out}");
     assert!(out.contains("served-by-"), "{out}");
     d.docker(&["rm", "-f", "srv"]);
-    assert_eq!(leftovers(&d), (0, 0));
+    settles(&d, (0, 0));
 }
 
 #[test]
@@ -514,7 +528,7 @@ fn bad_network_input_gets_clear_errors() {
     ]);
     assert!(e.contains(&format!("127.0.0.1:{p2}")), "{e}");
     // The failed starts left nothing behind: only `ca` holds a veth and a namespace.
-    assert_eq!(leftovers(&d), (1, 1));
+    settles(&d, (1, 1));
     d.docker(&["rm", "-f", "ca", "cb"]);
 
     for (args, want) in [
@@ -592,7 +606,7 @@ fn bad_network_input_gets_clear_errors() {
     ]);
     assert!(out.contains(&ip), "{out}");
     d.docker(&["network", "rm", "ok1"]);
-    assert_eq!(leftovers(&d), (0, 0));
+    settles(&d, (0, 0));
 }
 
 #[test]
@@ -678,7 +692,7 @@ fn nothing_leaks_after_many_cycles_or_a_daemon_kill() {
         "{rules}"
     );
     d.docker(&["rm", "-f", "long", "short", "cycler"]);
-    assert_eq!(leftovers(&d), (0, 0));
+    settles(&d, (0, 0));
 }
 
 #[test]
@@ -822,5 +836,5 @@ fn links_connect_disconnect_and_internal_networks() {
     assert!(out.contains("BLOCKED"), "internal network: {out}");
     d.docker(&["rm", "-f", "db", "later"]);
     d.docker(&["network", "rm", "n1", "inside"]);
-    assert_eq!(leftovers(&d), (0, 0));
+    settles(&d, (0, 0));
 }
