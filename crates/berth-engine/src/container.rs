@@ -323,16 +323,24 @@ impl Container {
         names
     }
 
+    /// The `EndpointsConfig` entry for network `name`; the docker CLI files the one of
+    /// the default network under `default`.
+    pub fn endpoint_config(&self, name: &str) -> Option<&Value> {
+        let m = self.networking_config.endpoints_config.as_ref()?;
+        m.get(name)
+            .or_else(|| {
+                (self.network_mode() == name)
+                    .then(|| m.get("default"))
+                    .flatten()
+            })
+            .and_then(|v| v.as_ref())
+    }
+
     /// The container's network endpoints by network name: with addresses while it runs.
     fn endpoints(&self) -> BTreeMap<String, EndpointSettings> {
         let mut nets = BTreeMap::new();
         for name in self.network_names() {
-            let cfg = self
-                .networking_config
-                .endpoints_config
-                .as_ref()
-                .and_then(|m| m.get(&name))
-                .and_then(|v| v.as_ref());
+            let cfg = self.endpoint_config(&name);
             let aliases = cfg
                 .and_then(|v| v.get("Aliases"))
                 .and_then(|a| serde_json::from_value::<Vec<String>>(a.clone()).ok());

@@ -879,10 +879,9 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let cfgs = c.networking_config.endpoints_config.as_ref();
         let mut networks = Vec::new();
         for n in &names {
-            let cfg = cfgs.and_then(|m| m.get(n)).and_then(|v| v.as_ref());
+            let cfg = c.endpoint_config(n);
             let ip = match cfg
                 .and_then(|v| v.pointer("/IPAMConfig/IPv4Address"))
                 .and_then(|v| v.as_str())
@@ -897,18 +896,23 @@ impl Engine {
                 .and_then(|v| v.get("Aliases"))
                 .and_then(|a| serde_json::from_value::<Vec<String>>(a.clone()).ok())
                 .unwrap_or_default();
+            let mac = match cfg
+                .and_then(|v| v.get("MacAddress"))
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+            {
+                Some(m) => Some(parse_mac(m)?),
+                None => None,
+            };
             networks.push(berth_net::EndpointRequest {
                 network: n.clone(),
                 ip,
                 aliases,
+                mac,
             });
         }
         let mac = match c.config.mac_address.as_deref().filter(|m| !m.is_empty()) {
-            Some(m) => Some(berth_net::netlink::parse_mac(m).ok_or_else(|| {
-                EngineError::invalid(format!(
-                    "invalid MAC address {m}: expected a unicast address such as 02:42:ac:11:00:02"
-                ))
-            })?),
+            Some(m) => Some(parse_mac(m)?),
             None => None,
         };
         let upstreams = c
@@ -1873,6 +1877,15 @@ fn validate_host_config(h: &crate::types::HostConfig) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `--mac-address`: a unicast MAC.
+fn parse_mac(m: &str) -> Result<[u8; 6]> {
+    berth_net::netlink::parse_mac(m).ok_or_else(|| {
+        EngineError::invalid(format!(
+            "invalid MAC address {m}: expected a unicast address such as 02:42:ac:11:00:02"
+        ))
+    })
 }
 
 /// The ports a container publishes: its `PortBindings`, and with `-P` every exposed

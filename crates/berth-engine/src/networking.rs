@@ -71,6 +71,7 @@ impl Engine {
                 network: n.id.clone(),
                 ip,
                 aliases,
+                mac: None,
             };
             let (net, id) = (self.net.clone(), c.id.clone());
             let att = tokio::task::spawn_blocking(move || net.connect(&id, &req))

@@ -226,6 +226,8 @@ pub struct EndpointRequest {
     pub network: String,
     pub ip: Option<Ipv4Addr>,
     pub aliases: Vec<String>,
+    /// `--mac-address` (sent per endpoint by API 1.44 and later).
+    pub mac: Option<[u8; 6]>,
 }
 
 /// Everything a container start asks of the network.
@@ -884,7 +886,7 @@ impl Networks {
             ip,
             prefix: subnet.prefix_len(),
             gateway,
-            mac: netlink::format_mac(mac.unwrap_or_else(|| netlink::mac_for(ip))),
+            mac: netlink::format_mac(er.mac.or(mac).unwrap_or_else(|| netlink::mac_for(ip))),
             // Random, as Docker's: a restarted container's new veth must not collide with
             // its old one, which the kernel may still be removing.
             host_veth: format!("veth{}", random_hex(5)),

@@ -104,6 +104,28 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A DNS server for one test: answers every query on `argv[1]:53` with one A record
+/// (10.9.8.7) for the question's name.
+const FAKE_DNS: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 53))
+while True:
+    q, peer = s.recvfrom(512)
+    end = 12
+    while q[end] != 0:
+        end += q[end] + 1
+    question = q[12:end + 5]
+    header = q[:2] + b"\x81\x80" + q[4:6] + b"\x00\x01\x00\x00\x00\x00"
+    answer = b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04" + bytes([10, 9, 8, 7])
+    if q[end + 1:end + 3] == b"\x00\x01":
+        s.sendto(header + question + answer, peer)
+    else:
+        s.sendto(header[:7] + b"\x00" + header[8:] + question, peer)
+"#;
+
+const UDP_ECHO: &str = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.bind(('0.0.0.0', 9000))\nwhile True:\n    d, a = s.recvfrom(100)\n    s.sendto(b'echo:' + d, a)\n";
+
 const SERVE: &str =
     "mkdir -p /w && echo served-by-$(hostname) > /w/index.html && exec httpd -f -p 8080 -h /w";
 
@@ -207,6 +229,47 @@ fn published_ports_reach_the_container_from_another_host_and_from_localhost() {
     assert!(inside.contains(&format!("inet {ip}/24")), "{inside}");
     assert!(inside.contains("default via"), "{inside}");
     assert!(inside.contains(&format!("{ip}\tweb1")), "{inside}");
+    // UDP is published too: a UDP echo server (the host's python, mounted read-only).
+    let uport = free_port();
+    d.docker(&[
+        "run",
+        "-d",
+        "--name",
+        "udp",
+        "--mac-address",
+        "02:42:0a:0b:0c:0d",
+        "-p",
+        &format!("{uport}:9000/udp"),
+        "-v",
+        "/usr:/usr:ro",
+        "-v",
+        "/lib:/lib:ro",
+        "-v",
+        "/lib64:/lib64:ro",
+        "busybox",
+        "/usr/bin/python3",
+        "-c",
+        UDP_ECHO,
+    ]);
+    let mac = d.docker(&["exec", "udp", "cat", "/sys/class/net/eth0/address"]);
+    assert_eq!(mac.trim(), "02:42:0a:0b:0c:0d");
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut buf = [0u8; 64];
+    loop {
+        sock.send_to(b"over-udp", ("127.0.0.1", uport)).unwrap();
+        if let Ok((n, _)) = sock.recv_from(&mut buf) {
+            assert_eq!(&buf[..n], b"echo:over-udp");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no UDP answer through the published port"
+        );
+    }
+    d.docker(&["rm", "-f", "udp"]);
     // The port is held while the container runs...
     assert!(std::net::TcpListener::bind(("0.0.0.0", port)).is_err());
     // ... and released, with its rule, when it stops.
@@ -391,6 +454,40 @@ fn user_networks_resolve_names_and_aliases_and_are_isolated() {
     assert!(
         !out.contains("PING-OTHER-OK"),
         "networks must be isolated: {out}"
+    );
+
+    // Other names go to the container's --dns servers, asked from berthd's namespace:
+    // here a minimal DNS server on another "host" that answers every A query with 10.9.8.7.
+    let remote = RemoteHost::new("dns", 254);
+    let mut srv = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &remote.name,
+            "python3",
+            "-c",
+            FAKE_DNS,
+            &remote.ip,
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "neta",
+        "--dns",
+        &remote.ip,
+        "busybox",
+        "nslookup",
+        "outside.example",
+    ]);
+    let _ = srv.kill();
+    let _ = srv.wait();
+    assert!(
+        out.contains("10.9.8.7"),
+        "forwarded through 127.0.0.11: {out}"
     );
 
     // Inspect lists the attached container; removal is refused while it is attached.
