@@ -87,10 +87,17 @@ fn create(sock: &Path, body: &str) -> String {
 /// What the docker CLI does for `docker run --rm --network none busybox true`:
 /// create, attach (hijacked), wait for removal, start, read to EOF, read the exit code.
 fn run_rm(sock: &Path) -> [f64; 4] {
+    run_rm_on(sock, "none")
+}
+
+/// The same on network `net`.
+fn run_rm_on(sock: &Path, net: &str) -> [f64; 4] {
     let t0 = Instant::now();
     let id = create(
         sock,
-        r#"{"Image":"busybox","Cmd":["true"],"AttachStdout":true,"AttachStderr":true,"HostConfig":{"AutoRemove":true,"NetworkMode":"none"}}"#,
+        &format!(
+            r#"{{"Image":"busybox","Cmd":["true"],"AttachStdout":true,"AttachStderr":true,"HostConfig":{{"AutoRemove":true,"NetworkMode":"{net}"}}}}"#
+        ),
     );
     let mut attach = send(
         sock,
@@ -220,6 +227,19 @@ fn main() {
     for (name, v) in names.iter().zip(phases) {
         stats(name, v);
     }
+
+    // What a network adds: the same runs on the default bridge, interleaved with runs on
+    // none so that both see the same machine.
+    let (mut none, mut bridge) = (Vec::new(), Vec::new());
+    for _ in 0..runs / 2 {
+        for (net, v) in [("none", &mut none), ("bridge", &mut bridge)] {
+            let t = Instant::now();
+            run_rm_on(&sock, net);
+            v.push(t.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    stats("run --rm --network none (interleaved)", none);
+    stats("run --rm on the default bridge", bridge);
 
     let t = Instant::now();
     for _ in 0..100 {
