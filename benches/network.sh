@@ -14,6 +14,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${1:-30}
 secs=${IPERF_SECONDS:-5}
+rounds=${IPERF_ROUNDS:-3}
 for p in docker.io iperf3 hyperfine nftables; do
     dpkg -s "$p" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$p" >/dev/null
 done
@@ -104,14 +105,23 @@ except Exception:
 "
 }
 
-echo "== iperf3: container -> host (${secs} s, Gbit/s)"
+median() { python3 -c "
+import statistics, sys
+v = [float(x) for x in sys.argv[1:] if x.replace('.', '', 1).isdigit()]
+print(round(statistics.median(v), 2) if v else 'failed')
+" "$@"; }
+
+echo "== iperf3: container -> host (${secs} s, Gbit/s, median of $rounds rounds, engines alternating)"
 iperf3 -s -p 5299 -D
 sleep 0.3
-for e in B D; do
-    gw=$([ $e = B ] && echo 10.199.0.1 || echo 10.198.0.1)
-    bps=$(${!e} run --rm $vols busybox /usr/bin/iperf3 -c "$gw" -p 5299 -t "$secs" -J 2>&1 | iperf_bps)
-    printf '  %-8s %6s Gbit/s\n' "$([ $e = B ] && echo berthd || echo dockerd)" "$bps"
+declare -A got
+for _ in $(seq "$rounds"); do
+    for e in B D; do
+        gw=$([ $e = B ] && echo 10.199.0.1 || echo 10.198.0.1)
+        got[$e]+=" $(${!e} run --rm $vols busybox /usr/bin/iperf3 -c "$gw" -p 5299 -t "$secs" -J 2>&1 | iperf_bps)"
+    done
 done
+printf '  berthd  %6s   dockerd %6s   (rounds: berthd%s; dockerd%s)\n' "$(median ${got[B]})" "$(median ${got[D]})" "${got[B]}" "${got[D]}"
 pkill -f "iperf3 -s -p 5299" || true
 
 # Another "host": a namespace with a veth to this one.
@@ -120,14 +130,19 @@ ip link add vbnb$$ type veth peer name eth0 netns "$ns"
 ip addr add 10.197.0.1/30 dev vbnb$$ && ip link set vbnb$$ up
 ip -n "$ns" addr add 10.197.0.2/30 dev eth0 && ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up
 
-echo "== iperf3 through a published port (${secs} s, Gbit/s)"
+echo "== iperf3 through a published port (${secs} s, Gbit/s, median of $rounds rounds)"
+$B run -d --name iperf-b -p 15201:5201 $vols busybox /usr/bin/iperf3 -s >/dev/null
+$D run -d --name iperf-d -p 15202:5201 $vols busybox /usr/bin/iperf3 -s >/dev/null
+sleep 1
+declare -A remote loc
+for _ in $(seq "$rounds"); do
+    for e in B D; do
+        port=$([ $e = B ] && echo 15201 || echo 15202)
+        remote[$e]+=" $(ip netns exec "$ns" iperf3 -c 10.197.0.1 -p "$port" -t "$secs" -J 2>&1 | iperf_bps)"
+        loc[$e]+=" $(iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -J 2>&1 | iperf_bps)"
+    done
+done
 for e in B D; do
-    name=$([ $e = B ] && echo berthd || echo dockerd)
-    port=$([ $e = B ] && echo 15201 || echo 15202)
-    id=$(${!e} run -d -p "$port:5201" $vols busybox /usr/bin/iperf3 -s)
-    sleep 1
-    remote=$(ip netns exec "$ns" iperf3 -c 10.197.0.1 -p "$port" -t "$secs" -J 2>&1 | iperf_bps)
-    local=$(iperf3 -c 127.0.0.1 -p "$port" -t "$secs" -J 2>&1 | iperf_bps)
-    printf '  %-8s from another host (DNAT): %6s   from localhost: %6s\n' "$name" "$remote" "$local"
-    ${!e} rm -f "$id" >/dev/null
+    printf '  %-8s from another host (DNAT): %6s   from localhost: %6s   (rounds:%s /%s)\n' \
+        "$([ $e = B ] && echo berthd || echo dockerd)" "$(median ${remote[$e]})" "$(median ${loc[$e]})" "${remote[$e]}" "${loc[$e]}"
 done

@@ -703,6 +703,107 @@ fn bad_network_input_gets_clear_errors() {
     ]);
     assert!(out.contains(&ip), "{out}");
     d.docker(&["network", "rm", "ok1"]);
+
+    // --ip-range: automatic addresses come from the range, inside the subnet.
+    let rsub = format!("10.{}.6.0/24", 20 + n % 30);
+    let range = format!("10.{}.6.128/25", 20 + n % 30);
+    d.docker(&[
+        "network",
+        "create",
+        "--subnet",
+        &rsub,
+        "--ip-range",
+        &range,
+        "ranged",
+    ]);
+    let out = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "ranged",
+        "busybox",
+        "ip",
+        "-o",
+        "-4",
+        "addr",
+        "show",
+        "eth0",
+    ]);
+    assert!(
+        out.contains(&format!("10.{}.6.128/24", 20 + n % 30)),
+        "{out}"
+    );
+    d.docker(&["network", "rm", "ranged"]);
+    let e = err(&[
+        "network",
+        "create",
+        "--subnet",
+        &rsub,
+        "--ip-range",
+        "10.99.0.0/25",
+        "badrange",
+    ]);
+    assert!(e.contains("range"), "{e}");
+    // The same through the API, past the CLI's own checks: berthd refuses it too.
+    let (st, v) = d.json(
+        "POST",
+        "/networks/create",
+        Some(&format!(
+            r#"{{"Name":"badrange","IPAM":{{"Config":[{{"Subnet":"{rsub}","IPRange":"10.99.0.0/25"}}]}}}}"#
+        )),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("not inside the subnet"),
+        "{v}"
+    );
+    let (st, v) = d.json(
+        "POST",
+        "/networks/create",
+        Some(r#"{"Name":"v6","EnableIPv6":true}"#),
+    );
+    assert_eq!(st, 400, "{v}");
+
+    // A host port range: the first free port of it.
+    let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let p = held.local_addr().unwrap().port();
+    if p < 65000 {
+        let id = d.docker(&[
+            "run",
+            "-d",
+            "-p",
+            &format!("{p}-{}:80", p + 3),
+            "busybox",
+            "sleep",
+            "300",
+        ]);
+        let got = d.docker(&["port", id.trim(), "80"]);
+        let got: u16 = got.trim().rsplit(':').next().unwrap().parse().unwrap();
+        assert!(got > p && got <= p + 3, "{got} not in ({p}, {}]", p + 3);
+        d.docker(&["rm", "-f", id.trim()]);
+    }
+    // --dns-search and --dns-option reach resolv.conf next to the embedded server.
+    d.docker(&["network", "create", "--subnet", &rsub, "searchnet"]);
+    let conf = d.docker(&[
+        "run",
+        "--rm",
+        "--network",
+        "searchnet",
+        "--dns-search",
+        "corp.example",
+        "--dns-option",
+        "attempts:2",
+        "busybox",
+        "cat",
+        "/etc/resolv.conf",
+    ]);
+    assert!(conf.contains("nameserver 127.0.0.11"), "{conf}");
+    assert!(conf.contains("search corp.example"), "{conf}");
+    assert!(conf.contains("attempts:2"), "{conf}");
+    d.docker(&["network", "rm", "searchnet"]);
     settles(&d, (0, 0));
 }
 
