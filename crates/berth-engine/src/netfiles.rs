@@ -54,7 +54,14 @@ pub fn write_all(c: &Container, links: &str) -> io::Result<()> {
 /// The host's resolv.conf with loopback name servers replaced (they do not exist in the
 /// container's network namespace), and `--dns`, `--dns-search`, `--dns-option` applied.
 fn resolv_conf(c: &Container, host_net: bool) -> String {
-    let host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let mut host = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    // systemd-resolved's stub (127.0.0.53) is unreachable from a container: its real
+    // upstreams are in the file it keeps beside it, which Docker reads instead.
+    if !host_net && host.lines().any(|l| l.trim() == "nameserver 127.0.0.53") {
+        if let Ok(real) = std::fs::read_to_string("/run/systemd/resolve/resolv.conf") {
+            host = real;
+        }
+    }
     let mut servers: Vec<String> = Vec::new();
     let mut search: Vec<String> = Vec::new();
     let mut options: Vec<String> = Vec::new();
