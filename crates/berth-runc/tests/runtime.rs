@@ -374,8 +374,16 @@ fn runtime_binary_cannot_be_written_through_proc_exe() {
     let b = Bundle::new(&["true"]);
     // A private copy of the runtime: while any other test runs the shared binary, writes
     // to it fail with ETXTBSY before the kernel even looks at the mount.
+    // Copied by `cp`, not from this process: a write descriptor open here would leak into
+    // any child another test thread forks meanwhile, and exec of the copy would then fail
+    // with ETXTBSY.
     let copy = b.dir.path().join("runtime-copy");
-    std::fs::copy(runtime(), &copy).unwrap();
+    let st = std::process::Command::new("cp")
+        .arg(runtime())
+        .arg(&copy)
+        .status()
+        .unwrap();
+    assert!(st.success(), "copying the runtime");
     b.write_spec_now();
     let mut c = std::process::Command::new(&copy);
     c.arg("--root")
