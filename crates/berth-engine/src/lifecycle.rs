@@ -1083,7 +1083,11 @@ impl Engine {
             error: Some("the container's monitor ended without recording an exit status".into()),
         });
         let before = h.get();
-        self.net.detach(&before.id);
+        // Containers on host, none or container: hold nothing (an attachment a crash left
+        // without its record is released by the next daemon start's reconcile).
+        if before.network.is_some() {
+            self.net.detach(&before.id);
+        }
         let _ = h.update_state(&self.containers_dir(), |c| {
             c.network = None;
             c.state.status = Status::Exited;

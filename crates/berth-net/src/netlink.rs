@@ -79,9 +79,10 @@ impl Netlink {
             while off < n {
                 let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[off..n])
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
-                let len = reply.header.length as usize;
+                // Messages in one datagram are 4-byte aligned.
+                let len = (reply.header.length as usize + 3) & !3;
                 if reply.header.sequence_number != self.seq {
-                    off += len.max(1);
+                    off += len;
                     continue;
                 }
                 match reply.payload {
@@ -99,9 +100,6 @@ impl Netlink {
                         }
                     }
                     _ => {}
-                }
-                if len == 0 {
-                    break;
                 }
                 off += len;
             }

@@ -188,9 +188,6 @@ pub struct Endpoint {
     pub iface: String,
     #[serde(default)]
     pub aliases: Vec<String>,
-    /// Whether the address was asked for (`--ip`).
-    #[serde(default)]
-    pub static_ip: bool,
 }
 
 /// A port as published.
@@ -673,6 +670,7 @@ impl Networks {
             None => self.free_subnet(&st, &mut nl)?,
         };
         let id = random_hex(32);
+        let req_bridge_given = req.options.contains_key("com.docker.network.bridge.name");
         let n = Network {
             bridge: req
                 .options
@@ -692,11 +690,32 @@ impl Networks {
             subnet: Some(subnet),
             ip_range,
         };
-        if n.bridge.len() > 15 {
-            return Err(NetError::Invalid(format!(
-                "bridge name {} is longer than 15 characters",
-                n.bridge
-            )));
+        if req_bridge_given {
+            // A name the user chose must be a new interface: berth deletes the bridge with
+            // the network, and must never take over (and later delete) one it did not make.
+            if n.bridge.is_empty()
+                || n.bridge.len() > 15
+                || !n
+                    .bridge
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            {
+                return Err(NetError::Invalid(format!(
+                    "invalid bridge name {:?}: 1 to 15 letters, digits, '_', '-' or '.'",
+                    n.bridge
+                )));
+            }
+            let taken = st.nets.values().any(|o| o.bridge == n.bridge)
+                || nl
+                    .link(&n.bridge)
+                    .map_err(io_err("looking up the bridge name"))?
+                    .is_some();
+            if taken {
+                return Err(NetError::Conflict(format!(
+                    "interface {} already exists: choose another com.docker.network.bridge.name",
+                    n.bridge
+                )));
+            }
         }
         if let Err(e) = self.ensure_bridge(&mut nl, &n) {
             let _ = nl.delete_link(&n.bridge);
@@ -892,7 +911,6 @@ impl Networks {
             host_veth: format!("veth{}", random_hex(5)),
             iface: format!("eth{index}"),
             aliases: er.aliases.clone(),
-            static_ip: er.ip.is_some(),
         })
     }
 

@@ -96,6 +96,14 @@ fn wait_http(addr: &str, path: &str) -> String {
     }
 }
 
+/// `wget` of `url` from a new container on the default bridge. (busybox's `wget -T`
+/// crashes, so `timeout` bounds it.)
+fn wget_from_container(d: &Daemon, url: &str) -> std::process::Output {
+    d.docker_output(&[
+        "run", "--rm", "busybox", "timeout", "5", "wget", "-q", "-O", "-", url,
+    ])
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -308,18 +316,7 @@ fn containers_reach_other_hosts_through_nat_and_publish_all_exposed_ports() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    let out = d.docker_output(&[
-        "run",
-        "--rm",
-        "busybox",
-        "timeout",
-        "5",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        &format!("http://{}:7000/f", remote.ip),
-    ]);
+    let out = wget_from_container(&d, &format!("http://{}:7000/f", remote.ip));
     let _ = srv.kill();
     let _ = srv.wait();
     assert!(
@@ -339,19 +336,11 @@ fn containers_reach_other_hosts_through_nat_and_publish_all_exposed_ports() {
     // A container reaches a published port of another container through the host
     // (hairpin through the bridge).
     let gw = d.docker(&["inspect", "-f", "{{.NetworkSettings.Gateway}}", id]);
-    let via_host = d.docker(&[
-        "run",
-        "--rm",
-        "busybox",
-        "timeout",
-        "5",
-        "wget",
-        "-q",
-        "-O",
-        "-",
-        &format!("http://{}:{port}/index.html", gw.trim()),
-    ]);
-    assert!(via_host.contains("served-by-"), "{via_host}");
+    let via_host = wget_from_container(&d, &format!("http://{}:{port}/index.html", gw.trim()));
+    assert!(
+        String::from_utf8_lossy(&via_host.stdout).contains("served-by-"),
+        "{via_host:?}"
+    );
     d.docker(&["rm", "-f", id]);
     settles(&d, (0, 0));
 }
@@ -657,6 +646,27 @@ fn bad_network_input_gets_clear_errors() {
         (
             vec!["network", "create", "bad name"],
             "invalid network name",
+        ),
+        // berth never takes over an interface it did not make.
+        (
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=lo",
+                "x6",
+            ],
+            "already exists",
+        ),
+        (
+            vec![
+                "network",
+                "create",
+                "-o",
+                "com.docker.network.bridge.name=a b",
+                "x7",
+            ],
+            "invalid bridge name",
         ),
     ] {
         let e = err(&args);

@@ -94,6 +94,18 @@ impl Daemon {
         d
     }
 
+    /// berthd with this daemon's roots and daemon.json.
+    fn berthd(&self) -> Command {
+        let mut c = Command::new(bin("berthd"));
+        c.arg("--data-root")
+            .arg(&self.data_root)
+            .arg("--exec-root")
+            .arg(&self.exec_root)
+            .arg("--config-file")
+            .arg(self.root.path().join("daemon.json"));
+        c
+    }
+
     /// Start (or restart) the berthd process.
     pub fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
@@ -101,15 +113,10 @@ impl Daemon {
             .append(true)
             .open(self.root.path().join("berthd.log"))
             .unwrap();
-        let child = Command::new(bin("berthd"))
+        let child = self
+            .berthd()
             .arg("-H")
             .arg(format!("unix://{}", self.socket.display()))
-            .arg("--data-root")
-            .arg(&self.data_root)
-            .arg("--exec-root")
-            .arg(&self.exec_root)
-            .arg("--config-file")
-            .arg(self.root.path().join("daemon.json"))
             .args(&self.extra_args)
             .env(
                 "BERTHD_LOG",
@@ -279,15 +286,7 @@ impl Drop for Daemon {
         }
         self.stop();
         // The daemon's bridges and firewall table.
-        let out = Command::new(bin("berthd"))
-            .arg("--data-root")
-            .arg(&self.data_root)
-            .arg("--exec-root")
-            .arg(&self.exec_root)
-            .arg("--config-file")
-            .arg(self.root.path().join("daemon.json"))
-            .arg("--teardown-networks")
-            .output();
+        let out = self.berthd().arg("--teardown-networks").output();
         if let Ok(o) = out {
             if !o.status.success() {
                 eprintln!(
